@@ -1,0 +1,1 @@
+"""mqttgate.codec"""
