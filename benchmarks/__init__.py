@@ -1,0 +1,1 @@
+"""mqttgate benchmark harness: `python -m benchmarks <scenario...>` (see README.md)."""
