@@ -90,7 +90,8 @@ class _Builder:
                 key = self.build(key_node, path, depth + 1)
                 if isinstance(key, (dict, list)):
                     key = str(key)
-                part: str | int = key if isinstance(key, (str, int)) else str(key)
+                # Mapping keys are always text in key paths; ints there mean list indices.
+                part = key if isinstance(key, str) else str(key)
                 child_path = (*path, part)
                 line = key_node.start_mark.line + 1
                 if key in result:

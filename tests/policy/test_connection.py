@@ -7,7 +7,6 @@ import logging
 import sys
 
 import pytest
-
 from mqttgate.policy import ConnectionPolicy
 from mqttgate.policy.connection import MAX_CACHE_ENTRIES
 

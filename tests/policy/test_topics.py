@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from mqttgate.policy import filter_covered_by, pattern_error, split_share, topic_matches
 from mqttgate.policy.topics import PatternTrie
 
