@@ -1,0 +1,46 @@
+"""The upstream leg: one plain TCP connection to the broker per client session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable
+
+
+def set_nodelay(sock: socket.socket | None) -> None:
+    """MQTT packets are small and latency matters: never wait for Nagle."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+async def open_upstream(
+    loop: asyncio.AbstractEventLoop,
+    host: str,
+    port: int,
+    timeout: float,
+    protocol_factory: Callable[[], asyncio.Protocol],
+) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    """Connect to the broker within ``timeout`` seconds; raises OSError/TimeoutError."""
+    async with asyncio.timeout(timeout):
+        transport, protocol = await loop.create_connection(protocol_factory, host, port)
+    set_nodelay(transport.get_extra_info("socket"))
+    return transport, protocol  # type: ignore[return-value]
+
+
+async def probe(host: str, port: int, timeout: float) -> bool:
+    """Whether the broker accepts TCP connections now (for readiness)."""
+    try:
+        async with asyncio.timeout(timeout):
+            _reader, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    try:
+        async with asyncio.timeout(timeout):
+            await writer.wait_closed()
+    except (OSError, TimeoutError):
+        pass
+    return True
