@@ -280,6 +280,7 @@ class PubSpec:
     window: int  # QoS 1/2: unacknowledged messages allowed per connection
     rate: float  # 0: as fast as possible; else msgs/s per connection with timestamps
     time_limit: float
+    tick_ms: float = 1.0  # paced mode: at most one sendall per tick (messages due are batched)
 
 
 def publisher(conn: Connection, spec: PubSpec) -> None:
@@ -378,17 +379,21 @@ def _paced(sock: socket.socket, spec: PubSpec) -> dict[str, object]:
     t0 = time.monotonic_ns()
     deadline = t0 + int(spec.time_limit * 1e9)
     interval = 1e9 / spec.rate
+    tick = int(spec.tick_ms * 1e6)
     sent = 0
+    next_send = t0
     while sent < spec.messages:
         now = time.monotonic_ns()
         if now > deadline:
             break
+        if now < next_send:
+            time.sleep((next_send - now) / 1e9)
+            continue
         due = min(spec.messages, int((now - t0) / interval) + 1)
         if due > sent:
             sock.sendall(b"".join(prefix + pack("<qq", now, k) + pad for k in range(sent, due)))
             sent = due
-        else:
-            time.sleep(max(0.0, (t0 + sent * interval - now) / 1e9))
+        next_send = max(now + tick, t0 + int(sent * interval))
     t_end = time.monotonic_ns()
     return {"sent": sent, "t_start": t0 / 1e9, "t_end": t_end / 1e9}
 

@@ -24,7 +24,7 @@ from .procs import Server, free_port, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 USERNAME = "bench"
-PASSWORD = "bench-password-0123456789"  # noqa: S105 - a throw-away benchmark credential
+PASSWORD = "bench-password-0123456789"
 START_TIMEOUT = 15.0
 
 
@@ -86,6 +86,7 @@ def _mosquitto_conf(path: Path, port: int, certs: Certs | None) -> None:
         "persistence false",
         "max_queued_messages 0",  # else QoS 0 is silently dropped under load
         "max_queued_bytes 0",
+        "max_inflight_messages 1000",  # QoS 1/2 windows, not round trips, set the pace
         "set_tcp_nodelay true",
         "log_dest stderr",
         "log_type error",
