@@ -1,0 +1,156 @@
+"""The ``mqttgate`` command: serve, check-config, passwd, version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+log = logging.getLogger("mqttgate")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("mqttgate")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    from mqttgate.proxy.audit import configure_logging
+
+    configure_logging(level, fmt)
+
+
+def cmd_check_config(path: str) -> int:
+    from mqttgate.policy import check_policy_file
+    from mqttgate.proxy.config import ConfigError, load_config
+
+    problems = []
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    else:
+        problems.extend(check_policy_file(config.policy.file))
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    print(f"{path}: OK")
+    return 0
+
+
+async def _serve(config_path: Path, banner: str | None) -> int:
+    from mqttgate.proxy.config import load_config
+    from mqttgate.proxy.server import Server
+
+    config = load_config(config_path)
+    server = Server(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            log.info("shutting down (grace %.1fs)", config.shutdown_grace)
+            server.track(loop.create_task(server.shutdown(config.shutdown_grace)))
+
+    def reload() -> None:
+        ok_policy = server.reload_policy()
+        ok_tls = server.reload_tls()
+        log.info(
+            "reload: policy %s, TLS %s",
+            "ok" if ok_policy else "kept old",
+            "ok" if ok_tls else "kept old",
+        )
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    ports = server.ports()
+    log.info("mqttgate %s ready: %s", _version(), ", ".join(f"{n}={p}" for n, p in ports.items()))
+    if banner is not None:
+        print(banner, flush=True)
+    await server.serve_forever()
+    return 0
+
+
+def cmd_serve(config: str | None, state_dir: str | None, port: int) -> int:
+    from mqttgate.proxy.config import ConfigError, load_config
+    from mqttgate.proxy.server import new_event_loop
+
+    banner = None
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if config is None:
+        from mqttgate.proxy import quickstart
+
+        if state_dir is None:
+            tmp = tempfile.TemporaryDirectory(prefix="mqttgate-quickstart-")
+            folder = Path(tmp.name)
+        else:
+            folder = Path(state_dir).resolve()
+        path, password = quickstart.prepare(folder, port=port)
+        banner = quickstart.instructions(folder, password, port=port)
+    else:
+        path = Path(config)
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    _setup_logging(cfg.log.level, cfg.log.format)
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(_serve(path, banner))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mqttgate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the proxy (no config: quickstart)")
+    p_serve.add_argument("--config", default=os.environ.get("MQTTGATE_CONFIG") or None)
+    p_serve.add_argument("--state-dir", help="quickstart: keep generated files here")
+    p_serve.add_argument("--port", type=int, default=8883, help="quickstart: listen port")
+    p_check = sub.add_parser("check-config", help="validate config and users file")
+    p_check.add_argument("--config", default=os.environ.get("MQTTGATE_CONFIG") or None)
+    p_passwd = sub.add_parser("passwd", help="hash a password for the users file")
+    p_passwd.add_argument("username", nargs="?")
+    sub.add_parser("version", help="print the version")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return cmd_serve(args.config, args.state_dir, args.port)
+    if args.command == "check-config":
+        if not args.config:
+            parser.error("check-config needs --config FILE (or MQTTGATE_CONFIG)")
+        return cmd_check_config(args.config)
+    if args.command == "passwd":
+        from mqttgate.policy.passwd import main as passwd_main
+
+        return passwd_main([args.username] if args.username else [])
+    print(_version())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
