@@ -8,7 +8,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -16,9 +16,7 @@ from mqttgate.proxy import http as ops_http
 from mqttgate.proxy.http import parse_bind, start_http_server, tcp_probe
 from prometheus_client import CollectorRegistry, Counter
 
-
-def run(coro: Awaitable[Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
+from tests.ops.support import RunLoop
 
 
 async def serve(
@@ -56,7 +54,7 @@ def get(port: int, path: str) -> tuple[int, str, bytes]:
         return err.code, err.headers["Content-Type"], err.read()
 
 
-def test_metrics_healthz_readyz_and_404() -> None:
+def test_metrics_healthz_readyz_and_404(run: RunLoop) -> None:
     registry = CollectorRegistry()
     Counter("mqttgate_test_things", "things", registry=registry).inc(3)
 
@@ -77,7 +75,7 @@ def test_metrics_healthz_readyz_and_404() -> None:
     run(main())
 
 
-def test_readyz_names_what_is_missing() -> None:
+def test_readyz_names_what_is_missing(run: RunLoop) -> None:
     checks = {"policy": True, "listeners": False, "upstream": False}
 
     async def main() -> None:
@@ -93,7 +91,7 @@ def test_readyz_names_what_is_missing() -> None:
     run(main())
 
 
-def test_readiness_may_be_async() -> None:
+def test_readiness_may_be_async(run: RunLoop) -> None:
     async def readiness() -> Mapping[str, bool]:
         await asyncio.sleep(0)
         return {"upstream": False}
@@ -107,7 +105,7 @@ def test_readiness_may_be_async() -> None:
     run(main())
 
 
-def test_non_get_is_405_and_head_has_no_body() -> None:
+def test_non_get_is_405_and_head_has_no_body(run: RunLoop) -> None:
     async def main() -> None:
         server, port = await serve()
         async with server:
@@ -120,7 +118,7 @@ def test_non_get_is_405_and_head_has_no_body() -> None:
     run(main())
 
 
-def test_oversized_headers_and_garbage_are_refused() -> None:
+def test_oversized_headers_and_garbage_are_refused(run: RunLoop) -> None:
     async def main() -> None:
         server, port = await serve()
         async with server:
@@ -133,7 +131,7 @@ def test_oversized_headers_and_garbage_are_refused() -> None:
     run(main())
 
 
-def test_silent_client_is_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_silent_client_is_timed_out(run: RunLoop, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ops_http, "READ_TIMEOUT", 0.2)
 
     async def main() -> None:
@@ -148,7 +146,7 @@ def test_silent_client_is_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
     run(main())
 
 
-def test_healthz_fails_while_the_loop_is_blocked() -> None:
+def test_healthz_fails_while_the_loop_is_blocked(run: RunLoop) -> None:
     def probe(port: int) -> str:
         time.sleep(0.1)  # let the loop get stuck first
         try:
@@ -169,7 +167,7 @@ def test_healthz_fails_while_the_loop_is_blocked() -> None:
     run(main())
 
 
-def test_tcp_probe_sees_open_and_closed_ports_and_caches() -> None:
+def test_tcp_probe_sees_open_and_closed_ports_and_caches(run: RunLoop) -> None:
     async def main() -> None:
         ops_http._probe_cache.clear()
         listener = socket.create_server(("127.0.0.1", 0))

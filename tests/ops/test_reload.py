@@ -11,11 +11,13 @@ from typing import Any
 
 from mqttgate.proxy.reload import FileWatcher, install_sighup, install_signal_handlers
 
+from tests.ops.support import RunLoop
+
 INTERVAL = 0.05
 SETTLE = 12 * INTERVAL  # long enough for detection plus debounce, with slack
 
 
-def run(coro: Awaitable[Any]) -> Any:
+def run_asyncio(coro: Awaitable[Any]) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
 
 
@@ -37,7 +39,7 @@ async def watch_while(paths: list[Path], change: Any) -> int:
 def test_unchanged_file_triggers_nothing(tmp_path: Path) -> None:
     users = tmp_path / "users.yaml"
     users.write_text("users: {}\n")
-    assert run(watch_while([users], lambda: None)) == 0
+    assert run_asyncio(watch_while([users], lambda: None)) == 0
 
 
 def test_in_place_write_triggers_once(tmp_path: Path) -> None:
@@ -50,7 +52,7 @@ def test_in_place_write_triggers_once(tmp_path: Path) -> None:
             f.write("users: []\n")
         assert users.stat().st_ino == inode
 
-    assert run(watch_while([users], change)) == 1
+    assert run_asyncio(watch_while([users], change)) == 1
 
 
 def test_rename_replace_triggers_once(tmp_path: Path) -> None:
@@ -62,7 +64,7 @@ def test_rename_replace_triggers_once(tmp_path: Path) -> None:
         new.write_text("users: {}\n")  # identical content: the new inode is what matters
         os.replace(new, users)
 
-    assert run(watch_while([users], change)) == 1
+    assert run_asyncio(watch_while([users], change)) == 1
 
 
 def test_kubernetes_configmap_symlink_swap_triggers_once(tmp_path: Path) -> None:
@@ -80,7 +82,7 @@ def test_kubernetes_configmap_symlink_swap_triggers_once(tmp_path: Path) -> None
         (tmp_path / "..2026_01" / "users.yaml").unlink()
         (tmp_path / "..2026_01").rmdir()
 
-    assert run(watch_while([tmp_path / "users.yaml"], change)) == 1
+    assert run_asyncio(watch_while([tmp_path / "users.yaml"], change)) == 1
 
 
 def test_any_of_several_files(tmp_path: Path) -> None:
@@ -92,7 +94,7 @@ def test_any_of_several_files(tmp_path: Path) -> None:
         cert.write_text("cert2")
         key.write_text("key2")
 
-    assert run(watch_while([cert, key], change)) == 1
+    assert run_asyncio(watch_while([cert, key], change)) == 1
 
 
 def test_partial_write_is_reported_only_when_settled(tmp_path: Path) -> None:
@@ -125,7 +127,7 @@ def test_missing_file_is_not_reported_but_its_return_is(tmp_path: Path) -> None:
     assert watcher.poll()
 
 
-def test_async_callback_and_failing_callback_keep_watching(tmp_path: Path) -> None:
+def test_async_callback_and_failing_callback_keep_watching(run: RunLoop, tmp_path: Path) -> None:
     users = tmp_path / "users.yaml"
     users.write_text("v1")
     seen: list[str] = []
@@ -148,7 +150,7 @@ def test_async_callback_and_failing_callback_keep_watching(tmp_path: Path) -> No
     assert seen == ["v2", "v3"]
 
 
-def test_sighup_runs_async_callback_and_coalesces() -> None:
+def test_sighup_runs_async_callback_and_coalesces(run: RunLoop) -> None:
     runs = 0
 
     async def reload() -> None:
@@ -173,7 +175,7 @@ def test_sighup_runs_async_callback_and_coalesces() -> None:
     assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
 
 
-def test_install_signal_handlers_routes_hup_and_term() -> None:
+def test_install_signal_handlers_routes_hup_and_term(run: RunLoop) -> None:
     events: list[str] = []
 
     async def main() -> None:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
-from typing import Any
+from typing import Any, cast
 
 from mqttgate.proxy.shutdown import ShutdownCoordinator
 
+from tests.ops.support import RunLoop
+
 DISCONNECT_SERVER_SHUTTING_DOWN = b"\xe0\x01\x8b"  # MQTT 5.0 DISCONNECT, reason 0x8B
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
 
 
 class FakeConnection(asyncio.Protocol):
@@ -32,8 +29,8 @@ class FakeConnection(asyncio.Protocol):
         self.aborted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but behave like one
+        self.transport = cast(asyncio.Transport, transport)
         self.coordinator.register(self)
 
     def data_received(self, data: bytes) -> None:
@@ -77,7 +74,7 @@ async def read_all(reader: asyncio.StreamReader) -> bytes:
         return b"<reset>"
 
 
-def test_connections_get_disconnect_and_close_within_grace() -> None:
+def test_connections_get_disconnect_and_close_within_grace(run: RunLoop) -> None:
     async def main() -> None:
         coordinator = ShutdownCoordinator()
         server, conns = await start(coordinator, [0.05, 0.1])
@@ -105,7 +102,7 @@ def test_connections_get_disconnect_and_close_within_grace() -> None:
     run(main())
 
 
-def test_stuck_connection_is_aborted_after_grace() -> None:
+def test_stuck_connection_is_aborted_after_grace(run: RunLoop) -> None:
     async def main() -> None:
         coordinator = ShutdownCoordinator()
         server, conns = await start(coordinator, [None, 0.0])
@@ -132,7 +129,7 @@ def test_stuck_connection_is_aborted_after_grace() -> None:
     run(main())
 
 
-def test_client_packets_are_not_read_after_shutdown_began() -> None:
+def test_client_packets_are_not_read_after_shutdown_began(run: RunLoop) -> None:
     async def main() -> None:
         coordinator = ShutdownCoordinator()
         server, conns = await start(coordinator, [0.2])
@@ -151,7 +148,7 @@ def test_client_packets_are_not_read_after_shutdown_began() -> None:
     run(main())
 
 
-def test_late_registration_is_shut_down_at_once_and_empty_shutdown_returns() -> None:
+def test_late_registration_is_shut_down_at_once_and_empty_shutdown_returns(run: RunLoop) -> None:
     class Dummy:
         def __init__(self) -> None:
             self.calls: list[str] = []
@@ -176,7 +173,7 @@ def test_late_registration_is_shut_down_at_once_and_empty_shutdown_returns() -> 
     run(main())
 
 
-def test_failing_begin_shutdown_falls_back_to_abort() -> None:
+def test_failing_begin_shutdown_falls_back_to_abort(run: RunLoop) -> None:
     coordinator = ShutdownCoordinator()
 
     class Broken:
