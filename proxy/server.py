@@ -118,7 +118,6 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "_connect_timer",
-        "_early",
         "_upstream_paused",
         "accepted_at",
         "closed",
@@ -142,24 +141,17 @@ class ClientConnection(asyncio.Protocol):
         self.stats: ConnStats | None = None
         self.closed = False
         self._connect_timer: asyncio.TimerHandle | None = None
-        self._early: list[bytes] | None = None
         self._upstream_paused = False
 
     # -- asyncio.Protocol (first the plain socket, then the TLS transport)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The plain transport must not read: the ClientHello belongs to start_tls().
-        self.transport = transport
-        transport.pause_reading()  # type: ignore[attr-defined]
+        # Called with the TLS transport once the handshake succeeded.
+        self.tls_ready(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         session = self.session
         if session is None:
-            # Decrypted bytes can arrive before start_tls() returns to us: keep them.
-            if self._early is None:
-                self._early = [data]
-            else:
-                self._early.append(data)
             return
         events = session.client_data(data)
         if events:
@@ -218,13 +210,6 @@ class ClientConnection(asyncio.Protocol):
         loop = server.loop
         remaining = self.accepted_at + server.config.limits.connect_timeout - loop.time()
         self._connect_timer = loop.call_later(max(remaining, 0.0), self._connect_timeout)
-        early = self._early
-        self._early = None
-        if early:
-            for chunk in early:
-                if self.closed:
-                    break
-                self.data_received(chunk)
 
     @staticmethod
     def _no_upstream(data: bytes) -> None:
@@ -634,12 +619,11 @@ class Server:
                     if source is not None:
                         conn.peer = source
                 phase = "tls"
-                transport, _ = await loop.connect_accepted_socket(lambda: conn, sock)
-                tls_transport = await loop.start_tls(
-                    transport,
-                    conn,
-                    listener.context,
-                    server_side=True,
+                # With ssl= the handshake error is raised here, so it can be counted.
+                await loop.connect_accepted_socket(
+                    lambda: conn,
+                    sock,
+                    ssl=listener.context,
                     ssl_handshake_timeout=max(deadline - loop.time(), 0.001),
                 )
         except asyncio.CancelledError:
@@ -665,10 +649,6 @@ class Server:
                 sock.close()
             conn.abort()
             return
-        if tls_transport is None:
-            conn.abort()
-            return
-        conn.tls_ready(tls_transport)  # type: ignore[arg-type]
 
     async def _read_proxy_header(self, sock: socket.socket) -> tuple[str, int] | None:
         loop = self.loop
