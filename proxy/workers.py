@@ -93,7 +93,10 @@ def prepare_multiprocess_dir() -> str:
 
     prometheus_client picks its value class when it is imported, which may be before the
     variable is set; we switch it here so metrics created afterwards (in the workers) write
-    to per-process files. Metrics created earlier in the parent keep plain in-memory values.
+    to per-process files. An unlabelled metric created earlier keeps a plain in-memory value
+    that no other process sees: create metrics inside ``worker_main``, or call this before
+    importing the module that defines them and pass the result to :func:`run_workers`.
+    Gauges need a ``multiprocess_mode`` (``livesum`` for live connection counts).
     """
     path = tempfile.mkdtemp(prefix="mqttgate-metrics-")
     os.environ[MULTIPROC_ENV] = path
@@ -128,6 +131,7 @@ class Supervisor:
         restart_window: float = 60.0,
         restart_delay: float = 0.5,
         stop_timeout: float = 10.0,
+        multiprocess_dir: str | None = None,
     ) -> None:
         if n < 1:
             raise ValueError("need at least one worker")
@@ -138,7 +142,7 @@ class Supervisor:
         self.restart_window = restart_window
         self.restart_delay = restart_delay
         self.stop_timeout = stop_timeout
-        self.multiprocess_dir = ""
+        self.multiprocess_dir = multiprocess_dir or ""
         self.pids: dict[int, int] = {}  # worker index -> pid of the live process
         self._restart_at: dict[int, float] = {}
         self._restarts: collections.deque[float] = collections.deque()
@@ -156,7 +160,10 @@ class Supervisor:
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT: 0 when every worker then exited in time, else 1."""
         previous = os.environ.get(MULTIPROC_ENV)
-        self.multiprocess_dir = prepare_multiprocess_dir()
+        if self.multiprocess_dir:
+            previous = None  # the caller prepared it for us: unset it with the directory
+        else:
+            self.multiprocess_dir = prepare_multiprocess_dir()
         try:
             with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
                 return runner.run(self._main())
@@ -364,12 +371,15 @@ def run_workers(
     restart_window: float = 60.0,
     restart_delay: float = 0.5,
     stop_timeout: float = 10.0,
+    multiprocess_dir: str | None = None,
 ) -> int:
     """Run ``worker_main(index)`` in ``n`` forked processes until SIGTERM; the exit status.
 
     Each worker binds its listeners itself with :func:`reuseport_socket`. ``parent_main``,
     if given, runs in the parent's event loop for the whole time (e.g. the metrics endpoint
     with ``multiprocess_dir=supervisor.multiprocess_dir``) and is cancelled at the end.
+    ``multiprocess_dir``: one made earlier by :func:`prepare_multiprocess_dir` (removed at
+    exit like our own).
     """
     return Supervisor(
         n,
@@ -379,4 +389,5 @@ def run_workers(
         restart_window=restart_window,
         restart_delay=restart_delay,
         stop_timeout=stop_timeout,
+        multiprocess_dir=multiprocess_dir,
     ).run()

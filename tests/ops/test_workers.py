@@ -51,11 +51,12 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):  # type
 
 
 def pid_alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper that is not its parent does not count)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
         return False
-    return True
 
 
 class App:
@@ -120,8 +121,9 @@ def test_workers_share_the_port_aggregate_metrics_restart_and_stop(app: App) -> 
     assert seen[0] != seen[1] and app.proc.pid not in seen.values()
 
     # every worker's counter is summed by the supervisor's /metrics
-    total = counter_value(app.metrics(), "mqttgate_test_echo_connections_total")
-    assert total == connects
+    metrics = app.metrics()
+    assert counter_value(metrics, "mqttgate_test_echo_connections_total") == connects
+    assert counter_value(metrics, "mqttgate_test_early_total") == connects
 
     # SIGHUP to the supervisor reaches every worker
     os.kill(app.proc.pid, signal.SIGHUP)
@@ -158,6 +160,22 @@ def test_workers_share_the_port_aggregate_metrics_restart_and_stop(app: App) -> 
     assert not mp_dir.exists()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", app.echo_port), timeout=1).close()
+
+
+def test_workers_exit_when_the_supervisor_is_killed(app: App) -> None:
+    app.info()
+    workers: dict[int, int] = {}
+    wait_for(
+        lambda: workers.update([echo(app.echo_port)[:2]]) or len(workers) == 2,
+        what="both workers",
+    )
+    app.proc.kill()  # SIGKILL: no chance to forward anything
+    app.proc.wait(5)
+    wait_for(
+        lambda: not any(pid_alive(pid) for pid in workers.values()),
+        timeout=5,
+        what="orphaned workers to exit",
+    )
 
 
 def test_crash_loop_gives_up_with_exit_1() -> None:

@@ -16,11 +16,23 @@ import signal
 import sys
 
 from mqttgate.proxy.http import start_http_server
-from mqttgate.proxy.workers import Supervisor, reuseport_socket, run_workers
+from mqttgate.proxy.workers import (
+    Supervisor,
+    prepare_multiprocess_dir,
+    reuseport_socket,
+    run_workers,
+)
 
 
 def main() -> int:
     echo_port, metrics_port, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    # "serve" prepares the directory itself, before any metric exists, and defines an
+    # unlabelled metric in the parent (like a metrics module imported by the CLI);
+    # "crash" lets run_workers make the directory.
+    mp_dir = prepare_multiprocess_dir() if mode == "serve" else None
+    from prometheus_client import Counter
+
+    early = Counter("mqttgate_test_early", "defined in the supervisor before forking")
 
     def worker_main(index: int) -> int:
         if mode == "crash":
@@ -43,6 +55,7 @@ def main() -> int:
 
             async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 connections.inc()
+                early.inc()
                 writer.write(f"{index} {os.getpid()} {hups}\n".encode())
                 line = await asyncio.wait_for(reader.readline(), 5)
                 writer.write(line)
@@ -56,6 +69,10 @@ def main() -> int:
                 await stop.wait()
             return 0
 
+        if index % 2:  # odd workers on uvloop: forking from the supervisor must suit both
+            import uvloop
+
+            return uvloop.run(serve())
         return asyncio.run(serve())
 
     async def parent_main(supervisor: Supervisor) -> None:
@@ -80,6 +97,7 @@ def main() -> int:
         restart_window=60.0,
         restart_delay=0.1,
         stop_timeout=5.0,
+        multiprocess_dir=mp_dir,
     )
 
 
