@@ -1,0 +1,94 @@
+"""Framing + topic-peek throughput of mqttgate.codec on a stream of QoS 0 PUBLISHes.
+
+Plain script: ``python benchmarks/bench_codec.py [--packets N] [--chunk BYTES]``. Prints a
+table of packets/s for the codec and for a baseline in the same run: a loop that only
+slices the stream at precomputed offsets, i.e. the floor any pure-Python framer pays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Callable
+
+from mqttgate.codec import FrameReader, Publish, peek_publish
+
+PAYLOAD = bytes(range(64))
+
+
+def make_stream(level: int, count: int) -> tuple[bytes, list[tuple[int, int]]]:
+    packets = [
+        Publish(f"sensors/building-{i % 50}/temp", PAYLOAD).encode(level) for i in range(count)
+    ]
+    offsets = []
+    pos = 0
+    for pkt in packets:
+        tl = (pkt[2] << 8) | pkt[3]
+        offsets.append((pos + 4, pos + 4 + tl))
+        pos += len(pkt)
+    return b"".join(packets), offsets
+
+
+def chunks(stream: bytes, size: int) -> list[bytes]:
+    return [stream[i : i + size] for i in range(0, len(stream), size)]
+
+
+def run_codec(parts: list[bytes], level: int) -> int:
+    reader = FrameReader(protocol_level=level)
+    feed = reader.feed
+    count = 0
+    for part in parts:
+        frames = feed(part)
+        buf = reader.buffer
+        for first, _start, body, end in frames:
+            if first >> 4 == 3:
+                peek_publish(buf, body, end, first, level)
+        count += len(frames)
+    return count
+
+
+def run_baseline(stream: bytes, offsets: list[tuple[int, int]]) -> int:
+    count = 0
+    for ts, te in offsets:
+        stream[ts:te]  # noqa: B018 - the topic slice every framer must take
+        count += 1
+    return count
+
+
+def best_of(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
+    best = float("inf")
+    n = 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        n = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--packets", type=int, default=200_000)
+    ap.add_argument("--chunk", type=int, default=65_536, help="bytes per feed() call")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    print(f"python {platform.python_version()} on {platform.machine()}, {args.packets} packets")
+    print(f"{'case':44} {'packets/s':>12} {'ns/packet':>10}")
+    for level, name in ((4, "3.1.1"), (5, "5.0")):
+        stream, offsets = make_stream(level, args.packets)
+        parts = chunks(stream, args.chunk)
+        cases: list[tuple[str, Callable[[], int]]] = [
+            (f"baseline slice at known offsets ({name})", lambda: run_baseline(stream, offsets)),
+            (f"FrameReader+peek, {args.chunk} B chunks ({name})", lambda: run_codec(parts, level)),
+            (f"FrameReader+peek, 1 chunk ({name})", lambda: run_codec([stream], level)),
+        ]
+        odd = chunks(stream, 1000)
+        cases.append((f"FrameReader+peek, 1000 B chunks ({name})", lambda: run_codec(odd, level)))
+        for label, fn in cases:
+            secs, n = best_of(fn, args.repeat)
+            assert n == args.packets, (label, n)
+            print(f"{label:44} {n / secs:12,.0f} {secs / n * 1e9:10.0f}")
+
+
+if __name__ == "__main__":
+    main()
