@@ -130,7 +130,6 @@ class AuditLog:
 
     def auth(
         self,
-        *,
         listener: str,
         remote: Remote,
         identity: str | None,
@@ -155,7 +154,6 @@ class AuditLog:
 
     def denied(
         self,
-        *,
         listener: str,
         remote: Remote,
         identity: str | None,
@@ -163,6 +161,7 @@ class AuditLog:
         action: str,
         topic: str,
         reason: str,
+        *,
         limiter: DenialLimiter | None = None,
     ) -> None:
         """One denied action (publish, subscribe, deliver, will, ...) and why.
@@ -190,7 +189,6 @@ class AuditLog:
 
     def flush_denials(
         self,
-        *,
         listener: str,
         remote: Remote,
         identity: str | None,

@@ -124,6 +124,15 @@ def test_text_format_escapes_client_strings_onto_one_line() -> None:
     assert 'client_id="x\\n2026-01-01' in text
 
 
+def test_positional_arguments_follow_the_documented_order(json_stream: io.StringIO) -> None:
+    audit = AuditLog()
+    audit.auth("mqtts", "192.0.2.1:5", "alice", "c1", "certificate", "success")
+    audit.denied("mqtts", "192.0.2.1:5", "alice", "c1", "subscribe", "a/#", "no read permission")
+    auth, denied = lines(json_stream)
+    assert (auth["identity"], auth["client_id"], auth["method"]) == ("alice", "c1", "certificate")
+    assert (denied["action"], denied["topic"]) == ("subscribe", "a/#")
+
+
 def test_long_client_strings_are_truncated(json_stream: io.StringIO) -> None:
     AuditLog().denied(
         listener="l",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -62,6 +63,7 @@ def pid_alive(pid: int) -> bool:
 class App:
     def __init__(self, mode: str) -> None:
         self.echo_port, self.metrics_port = free_port(), free_port()
+        self.mp_dir: Path | None = None
         self.proc = subprocess.Popen(
             [sys.executable, str(APP), str(self.echo_port), str(self.metrics_port), mode],
             stdout=subprocess.PIPE,
@@ -71,7 +73,9 @@ class App:
 
     def info(self) -> dict[str, object]:
         assert self.proc.stdout is not None
-        return json.loads(self.proc.stdout.readline())
+        info = json.loads(self.proc.stdout.readline())
+        self.mp_dir = Path(info["multiprocess_dir"])
+        return info
 
     def metrics(self) -> str:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -85,6 +89,8 @@ class App:
         self.proc.wait(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        if self.mp_dir is not None:  # a SIGKILLed supervisor cannot remove it itself
+            shutil.rmtree(self.mp_dir, ignore_errors=True)
 
 
 @pytest.fixture
