@@ -25,6 +25,7 @@ log = logging.getLogger("mqttgate.proxy.http")
 MAX_HEADER_BYTES = 8192
 READ_TIMEOUT = 5.0
 WRITE_TIMEOUT = 10.0
+READINESS_TIMEOUT = 5.0  # kubelet's default probe timeout is 1 s; never hang beyond this
 MAX_CONNECTIONS = 64  # concurrent; probes and scrapes are few, anything more is abuse
 
 Readiness = Callable[[], Mapping[str, bool] | Awaitable[Mapping[str, bool]]]
@@ -169,7 +170,13 @@ class _Handler:
 
     async def _readyz(self, is_head: bool) -> bytes:
         result = self.readiness()
-        checks = await result if inspect.isawaitable(result) else result
+        if inspect.isawaitable(result):
+            try:
+                checks = await asyncio.wait_for(result, READINESS_TIMEOUT)
+            except TimeoutError:
+                return _json(503, {"ready": False, "missing": ["readiness-timeout"]}, head=is_head)
+        else:
+            checks = result
         missing = sorted(name for name, ok in checks.items() if not ok)
         if missing:
             return _json(503, {"ready": False, "missing": missing}, head=is_head)

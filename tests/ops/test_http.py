@@ -105,6 +105,22 @@ def test_readiness_may_be_async(run: RunLoop) -> None:
     run(main())
 
 
+def test_hanging_async_readiness_is_503(run: RunLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ops_http, "READINESS_TIMEOUT", 0.1)
+
+    async def readiness() -> Mapping[str, bool]:
+        await asyncio.sleep(30)
+        return {}
+
+    async def main() -> None:
+        server, port = await serve(readiness=readiness)
+        async with server:
+            status, _, body = await raw(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert status == 503 and json.loads(body)["missing"] == ["readiness-timeout"]
+
+    run(main())
+
+
 def test_non_get_is_405_and_head_has_no_body(run: RunLoop) -> None:
     async def main() -> None:
         server, port = await serve()
