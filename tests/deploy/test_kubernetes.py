@@ -330,3 +330,16 @@ def test_kustomize_lite_renders_like_kubectl(directory: Path) -> None:
     assert set(real) == set(lite)
     for key, resource in real.items():
         assert lite[key] == resource, key
+
+
+def test_readme_matches_the_manifests() -> None:
+    """The README names the broker image, Kubernetes versions and example password."""
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    broker = container(one(render(BASE), "Deployment", "mqttgate"), "mosquitto")
+    assert f"`{broker['image']}`" in readme
+    assert "Kubernetes >= 1.29" in readme
+    for version in KUBERNETES_VERSIONS:
+        assert version.rsplit(".", 1)[0] in readme
+    assert "`change-me`" in readme
+    for directory in KUSTOMIZATIONS:
+        assert f"kubernetes/{kustomization_id(directory)}" in readme
