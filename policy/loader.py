@@ -15,7 +15,7 @@ from .model import Access, Permission, PolicySnapshot, User
 from .passwords import hash_problem
 from .problems import PolicyLoadError, Problem
 from .topics import pattern_error
-from .yamlsource import KeyPath, LineMap, field_name, load_yaml
+from .yamlsource import KeyPath, LineMap, field_name, load_yaml, paused_gc
 
 __all__ = ["check_policy_file", "load_policy", "parse_policy"]
 
@@ -225,8 +225,9 @@ def parse_policy(data: Any, lines: LineMap, source: Path, generation: int = 0) -
 
 def load_policy(path: str | os.PathLike[str], *, generation: int = 0) -> PolicySnapshot:
     """Load the users file at `path`. Raises PolicyLoadError listing every problem."""
-    data, lines = load_yaml(path)
-    return parse_policy(data, lines, Path(path), generation)
+    with paused_gc():
+        data, lines = load_yaml(path)
+        return parse_policy(data, lines, Path(path), generation)
 
 
 def check_policy_file(path: str | os.PathLike[str]) -> list[Problem]:

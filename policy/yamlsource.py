@@ -1,13 +1,18 @@
 """YAML with line numbers and duplicate-key detection, for the users file and the config.
 
 PyYAML's loaders keep the last of two equal keys without a word, which would let a second
-`alice:` silently replace the first. So the document is composed into nodes and the
-mappings are built here, where duplicates are seen and every key's line is recorded.
+`alice:` silently replace the first. So mappings are built here, straight from the
+parser's events, where duplicates are seen. Composing a node graph first (yaml.compose)
+costs several times the parse itself; line numbers are only needed when something is
+wrong, so the first pass records none and LineMap re-reads the text on first use.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +25,31 @@ __all__ = ["KeyPath", "LineMap", "field_name", "load_yaml", "load_yaml_text"]
 KeyPath = tuple[str | int, ...]
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-MAX_DEPTH = 64
-MAX_NODES = 20_000_000  # aliases can repeat subtrees; bound the expansion
 
 
 class LineMap:
-    """Line numbers (1-based) of the keys and list items of one YAML document."""
+    """Line numbers (1-based) of the keys and list items of one YAML document. Built on
+    first use by parsing the text again, so a file that loads cleanly never pays for it."""
 
-    __slots__ = ("_lines", "file")
+    __slots__ = ("_lines_built", "_text", "file")
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, text: str | bytes | None = None) -> None:
         self.file = file
-        self._lines: dict[KeyPath, int] = {(): 1}
+        self._text = text
+        self._lines_built: dict[KeyPath, int] | None = None if text is not None else {(): 1}
+
+    @property
+    def _lines(self) -> dict[KeyPath, int]:
+        lines = self._lines_built
+        if lines is None:
+            assert self._text is not None
+            builder = _Builder(self.file, track=True)
+            # The first pass succeeded on the same text; keep whatever was seen.
+            with contextlib.suppress(yaml.YAMLError):
+                builder.run(yaml.parse(self._text, Loader=_Loader))
+            lines = self._lines_built = builder.lines._lines
+            self._text = None
+        return lines
 
     def line(self, key_path: KeyPath) -> int | None:
         """The line of `key_path`; for a path that is not in the document (a missing key),
@@ -63,86 +81,228 @@ def field_name(key_path: KeyPath) -> str:
     return out
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+_NO_KEY: Any = object()
+_MAX_CACHED_SCALAR = 64
+_END_EVENTS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+class _Frame:
+    """A mapping or sequence being built; `key` is the pending key of a mapping."""
+
+    __slots__ = ("anchor", "container", "is_list", "key", "line", "path", "skip")
+
+    def __init__(
+        self,
+        container: dict[Any, Any] | list[Any],
+        path: KeyPath,
+        anchor: str | None,
+        line: int,
+    ) -> None:
+        self.container = container
+        self.path = path
+        self.anchor = anchor
+        self.line = line
+        self.is_list = isinstance(container, list)
+        self.key: Any = _NO_KEY
+        self.skip = False
+
+
 class _Builder:
-    def __init__(self, loader: Any, file: str) -> None:
-        self.loader = loader
+    """Builds Python data from parser events. With `track`, also records the line of every
+    key and list item and reports duplicates with lines; without, it only notices them.
+
+    Anchors are registered when their value is complete, so a recursive alias is refused
+    rather than turned into a cycle; an alias shares the anchored object (no expansion).
+    """
+
+    def __init__(self, file: str, track: bool) -> None:
         self.file = file
+        self.track = track
         self.lines = LineMap(file)
         self.problems: list[Problem] = []
-        self.nodes = 0
+        self.duplicates = False
+        self.anchors: dict[str, Any] = {}
+        self.stack: list[_Frame] = []
+        self.root: Any = _NO_KEY
+        self.documents = 0
+        self._resolver = yaml.resolver.Resolver()
+        self._constructor = yaml.constructor.SafeConstructor()
+        self._plain_cache: dict[str, Any] = {}
 
-    def build(self, node: yaml.Node, path: KeyPath, depth: int) -> Any:
-        self.nodes += 1
-        if depth > MAX_DEPTH or self.nodes > MAX_NODES:
-            raise PolicyLoadError(
-                [
-                    Problem(
-                        self.file,
-                        node.start_mark.line + 1,
-                        field_name(path),
-                        "document is nested too deeply or expands too far (recursive alias?)",
-                    )
-                ]
+    def fail(self, line: int | None, path: KeyPath, message: str) -> PolicyLoadError:
+        return PolicyLoadError([Problem(self.file, line, field_name(path), message)])
+
+    def scalar(self, event: yaml.ScalarEvent) -> Any:
+        tag = event.tag
+        value: str = event.value
+        if tag is None or tag == "!":
+            if not event.implicit[0]:
+                return value  # quoted: always a string
+            cached = self._plain_cache.get(value, _NO_KEY)
+            if cached is not _NO_KEY:
+                return cached
+            tag = self._resolver.resolve(  # type: ignore[no-untyped-call]
+                yaml.ScalarNode, value, event.implicit
             )
-        if isinstance(node, yaml.MappingNode):
-            result: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = self.build(key_node, path, depth + 1)
-                if isinstance(key, (dict, list)):
-                    key = str(key)
-                # Mapping keys are always text in key paths; ints there mean list indices.
-                part = key if isinstance(key, str) else str(key)
-                child_path = (*path, part)
-                line = key_node.start_mark.line + 1
-                if key in result:
-                    first = self.lines.exact_line(child_path)
-                    self.problems.append(
-                        Problem(
-                            self.file,
-                            line,
-                            field_name(child_path),
-                            f"duplicate key {key!r} (first defined on line {first})",
-                        )
-                    )
-                    continue
-                self.lines._set(child_path, line)
-                result[key] = self.build(value_node, child_path, depth + 1)
+            result: Any = value if tag == _STR_TAG else self._construct(tag, event)
+            if len(value) <= _MAX_CACHED_SCALAR:
+                self._plain_cache[value] = result
             return result
-        if isinstance(node, yaml.SequenceNode):
-            items: list[Any] = []
-            for index, item in enumerate(node.value):
-                child_path = (*path, index)
-                self.lines._set(child_path, item.start_mark.line + 1)
-                items.append(self.build(item, child_path, depth + 1))
-            return items
-        return self.loader.construct_object(node, deep=True)
+        if tag == _STR_TAG:
+            return value
+        return self._construct(tag, event)
+
+    def _construct(self, tag: str, event: yaml.ScalarEvent) -> Any:
+        start: Any = event.start_mark
+        end: Any = event.end_mark
+        node = yaml.ScalarNode(tag, event.value, start, end, event.style)
+        return self._constructor.construct_object(node, deep=True)
+
+    def child_path(self) -> KeyPath:
+        """Key path of the value about to start (tracking mode only)."""
+        if not self.stack:
+            return ()
+        top = self.stack[-1]
+        if top.is_list:
+            return (*top.path, len(top.container))
+        if top.key is _NO_KEY:
+            return (*top.path, "<key>")
+        return (*top.path, top.key if isinstance(top.key, str) else str(top.key))
+
+    def complete(self, value: Any, event: Any) -> None:
+        """Attach a finished value to its parent."""
+        stack = self.stack
+        if not stack:
+            self.root = value
+            return
+        top = stack[-1]
+        container: Any = top.container
+        if top.is_list:
+            if self.track and type(event) not in _END_EVENTS:
+                self.lines._set((*top.path, len(container)), event.start_mark.line + 1)
+            container.append(value)
+            return
+        if top.key is _NO_KEY:
+            if isinstance(value, (dict, list)):
+                value = str(value)
+            top.key = value
+            if value in container:
+                top.skip = True
+                self.duplicates = True
+                if self.track:
+                    self._duplicate(top, value, event.start_mark.line + 1)
+            elif self.track:
+                # Mapping keys are always text in key paths; ints there mean list indices.
+                part = value if isinstance(value, str) else str(value)
+                self.lines._set((*top.path, part), event.start_mark.line + 1)
+            return
+        if top.skip:
+            top.skip = False
+        else:
+            container[top.key] = value
+        top.key = _NO_KEY
+
+    def _duplicate(self, frame: _Frame, key: Any, line: int) -> None:
+        child = (*frame.path, key if isinstance(key, str) else str(key))
+        first = self.lines.exact_line(child)
+        self.problems.append(
+            Problem(
+                self.file,
+                line,
+                field_name(child),
+                f"duplicate key {key!r} (first defined on line {first})",
+            )
+        )
+
+    def start(self, container: dict[Any, Any] | list[Any], event: Any) -> None:
+        if self.track:
+            line = event.start_mark.line + 1
+            path = self.child_path()
+            if self.stack and self.stack[-1].is_list:
+                self.lines._set(path, line)
+            self.stack.append(_Frame(container, path, event.anchor, line))
+        else:
+            self.stack.append(_Frame(container, (), event.anchor, 0))
+
+    def end(self, event: Any) -> None:
+        frame = self.stack.pop()
+        if frame.anchor is not None:
+            self.anchors[frame.anchor] = frame.container
+        self.complete(frame.container, event)
+
+    def run(self, events: Any) -> Any:
+        scalar_event = yaml.ScalarEvent
+        mapping_start = yaml.MappingStartEvent
+        mapping_end = yaml.MappingEndEvent
+        sequence_start = yaml.SequenceStartEvent
+        sequence_end = yaml.SequenceEndEvent
+        for event in events:
+            cls = type(event)
+            if cls is scalar_event:
+                value = self.scalar(event)
+                if event.anchor is not None:
+                    self.anchors[event.anchor] = value
+                self.complete(value, event)
+            elif cls is mapping_start:
+                self.start({}, event)
+            elif cls is mapping_end or cls is sequence_end:
+                self.end(event)
+            elif cls is sequence_start:
+                self.start([], event)
+            elif cls is yaml.AliasEvent:
+                if event.anchor not in self.anchors:
+                    raise self.fail(
+                        event.start_mark.line + 1,
+                        self.child_path() if self.track else (),
+                        f"alias *{event.anchor} names no complete anchor (recursive alias?)",
+                    )
+                self.complete(self.anchors[event.anchor], event)
+            elif cls is yaml.DocumentStartEvent:
+                self.documents += 1
+                if self.documents > 1:
+                    raise self.fail(
+                        event.start_mark.line + 1, (), "expected a single YAML document"
+                    )
+        return None if self.root is _NO_KEY else self.root
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic collector. Loading a big file allocates millions of objects that
+    hold no cycles; with the collector on, its full passes over an ever larger heap make
+    the load time grow faster than the file."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _build(text: str | bytes, file: str, track: bool) -> _Builder:
+    builder = _Builder(file, track)
+    try:
+        builder.root = builder.run(yaml.parse(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        detail = exc.problem or exc.context or "syntax error"
+        raise PolicyLoadError([Problem(file, line, "", f"invalid YAML: {detail}")]) from None
+    except yaml.YAMLError as exc:
+        raise PolicyLoadError([Problem(file, None, "", f"invalid YAML: {exc}")]) from None
+    return builder
 
 
 def load_yaml_text(text: str | bytes, file: str) -> tuple[Any, LineMap]:
     """Parse `text` as one YAML document named `file` in problems."""
-    loader = _Loader(text)
-    try:
-        try:
-            node = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else None
-            detail = exc.problem or exc.context or "syntax error"
-            raise PolicyLoadError([Problem(file, line, "", f"invalid YAML: {detail}")]) from None
-        except yaml.YAMLError as exc:
-            raise PolicyLoadError([Problem(file, None, "", f"invalid YAML: {exc}")]) from None
-        builder = _Builder(loader, file)
-        if node is None:
-            return None, builder.lines
-        try:
-            data = builder.build(node, (), 0)
-        except yaml.YAMLError as exc:
-            raise PolicyLoadError([Problem(file, None, "", f"invalid YAML: {exc}")]) from None
-        if builder.problems:
+    with paused_gc():
+        builder = _build(text, file, track=False)
+        if builder.duplicates:
+            builder = _build(text, file, track=True)
             raise PolicyLoadError(builder.problems)
-        return data, builder.lines
-    finally:
-        loader.dispose()
+    return builder.root, LineMap(file, text)
 
 
 def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, LineMap]:
