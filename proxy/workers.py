@@ -159,7 +159,10 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT: 0 when every worker then exited in time, else 1."""
+        from prometheus_client import values
+
         previous = os.environ.get(MULTIPROC_ENV)
+        value_class = values.ValueClass
         if self.multiprocess_dir:
             previous = None  # the caller prepared it for us: unset it with the directory
         else:
@@ -169,6 +172,7 @@ class Supervisor:
                 return runner.run(self._main())
         finally:
             shutil.rmtree(self.multiprocess_dir, ignore_errors=True)
+            values.ValueClass = value_class
             if previous is None:
                 os.environ.pop(MULTIPROC_ENV, None)
             else:
@@ -199,6 +203,8 @@ class Supervisor:
                 await self._sleep(self._next_timeout())
             return await self._stop_all()
         finally:
+            if self.pids:  # leaving by an exception (a failed fork): do not orphan workers
+                self._forward(signal.SIGTERM)
             if parent_task is not None:
                 parent_task.cancel()
                 await asyncio.gather(parent_task, return_exceptions=True)
@@ -336,7 +342,9 @@ class Supervisor:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # Ctrl-C reaches the whole process group; the supervisor turns it into an orderly
+        # SIGTERM for every worker, so a worker must not die of it on its own.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         asyncio.events._set_running_loop(None)
         loop = self._loop
         fds: set[int] = set()

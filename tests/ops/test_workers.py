@@ -67,6 +67,7 @@ class App:
         self.proc = subprocess.Popen(
             [sys.executable, str(APP), str(self.echo_port), str(self.metrics_port), mode],
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,  # little output: the supervisor's warnings, tracebacks
             text=True,
             start_new_session=True,  # its own process group: the cleanup can kill everything
         )
@@ -87,8 +88,9 @@ class App:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
         if self.mp_dir is not None:  # a SIGKILLed supervisor cannot remove it itself
             shutil.rmtree(self.mp_dir, ignore_errors=True)
 
@@ -182,6 +184,21 @@ def test_workers_exit_when_the_supervisor_is_killed(app: App) -> None:
         timeout=5,
         what="orphaned workers to exit",
     )
+
+
+def test_ctrl_c_to_the_process_group_stops_everything_cleanly(app: App) -> None:
+    app.info()
+    workers: dict[int, int] = {}
+    wait_for(
+        lambda: workers.update([echo(app.echo_port)[:2]]) or len(workers) == 2,
+        what="both workers",
+    )
+    os.killpg(app.proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+    assert app.proc.wait(timeout=8) == 0
+    assert not any(pid_alive(pid) for pid in workers.values())
+    assert app.proc.stderr is not None
+    errors = app.proc.stderr.read()
+    assert "KeyboardInterrupt" not in errors and "Traceback" not in errors, errors
 
 
 def test_crash_loop_gives_up_with_exit_1() -> None:
