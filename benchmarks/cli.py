@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": {},
     }
     summaries: dict[str, dict[str, dict[str, Any]]] = {}
+    all_runs: dict[str, list[dict[str, Any]]] = {}
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="mqttgate-bench-") as tmp:
         env = Env(Path(tmp), make_certs(Path(tmp)))
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                     names = [t for t in targets_for(scenario) if t in running]
                     reps = args.memory_reps if scenario == "memory" else args.reps
                     runs: list[dict[str, Any]] = []
+                    all_runs[scenario] = runs  # partial runs survive an interrupt
                     for rep in range(reps):
                         k = rep % max(1, len(names))
                         for target in names[k:] + names[:k]:  # rotate: no fixed position
@@ -172,13 +174,15 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{time.monotonic() - t0:5.1f}s {brief}",
                                 flush=True,
                             )
-                    summaries[scenario] = report.summarize(scenario, runs)
-                    doc["scenarios"][scenario] = {"runs": runs, "summary": summaries[scenario]}
         except KeyboardInterrupt:
             interrupted = True
             print("interrupted: reporting what was measured", file=sys.stderr)
         finally:
             env.stop_all()
+    for scenario, runs in all_runs.items():
+        if runs:
+            summaries[scenario] = report.summarize(scenario, runs)
+            doc["scenarios"][scenario] = {"runs": runs, "summary": summaries[scenario]}
     doc["machine"]["loadavg_end"] = os.getloadavg()
     doc["goals"] = report.goals(summaries)
     doc["interrupted"] = interrupted

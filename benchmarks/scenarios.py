@@ -34,9 +34,9 @@ class FlowError(Exception):
 
 @dataclass(frozen=True)
 class Params:
-    messages: int = 200_000  # QoS 0 messages per run (all publishers together)
-    qos1_messages: int = 60_000
-    qos2_messages: int = 30_000
+    messages: int = 100_000  # QoS 0 messages per run (all publishers together)
+    qos1_messages: int = 30_000
+    qos2_messages: int = 20_000
     window: int = 200  # QoS 1/2 in-flight messages per publisher connection
     batch: int = 500  # messages per sendall
     payload: int = 64
