@@ -50,40 +50,43 @@ def timed(fn: Callable[[], object], repeat: int = 1) -> float:
     return best
 
 
+def pattern_for(i: int) -> str:
+    shape = i % 4
+    if shape == 0:
+        return f"site/{i}/+/data/#"
+    if shape == 1:
+        return f"site/{i}/line/{i % 100}/status"
+    if shape == 2:
+        return f"+/device{i}/telemetry/#"
+    return f"users/${{username}}/app{i}/+"
+
+
+def topic_for(i: int) -> str:
+    """A topic of the shape of pattern i (allowed when pattern i exists)."""
+    shape = i % 4
+    if shape == 0:
+        return f"site/{i}/x/data/a/b"
+    if shape == 1:
+        return f"site/{i}/line/{i % 100}/status"
+    if shape == 2:
+        return f"plant/device{i}/telemetry/t"
+    return f"users/bench/app{i}/q"
+
+
 def big_user(n_patterns: int) -> User:
-    rnd = random.Random(1)
-    perms = []
-    for i in range(n_patterns):
-        shape = i % 4
-        if shape == 0:
-            pattern = f"site/{i}/+/data/#"
-        elif shape == 1:
-            pattern = f"site/{i}/line/{rnd.randrange(100)}/status"
-        elif shape == 2:
-            pattern = f"+/device{i}/telemetry/#"
-        else:
-            pattern = f"users/${{username}}/app{i}/+"
-        perms.append(Permission(pattern, Access.READ_WRITE if i % 2 else Access.READ))
-    return User("bench", "certificate", None, (), tuple(perms))
+    perms = tuple(
+        Permission(pattern_for(i), Access.READ_WRITE if i % 8 < 6 else Access.READ)
+        for i in range(n_patterns)
+    )
+    return User("bench", "certificate", None, (), perms)
 
 
 def bench_decisions(n_patterns: int, n_topics: int) -> None:
     user = big_user(n_patterns)
     snap = PolicySnapshot({user.name: user}, Path("bench.yaml"))
     rnd = random.Random(2)
-    topics = []
-    for _ in range(n_topics):
-        i = rnd.randrange(n_patterns * 2)  # about half of them allowed
-        topics.append(
-            rnd.choice(
-                [
-                    f"site/{i}/x/data/a/b",
-                    f"plant/device{i}/telemetry/t",
-                    f"users/bench/app{i}/q",
-                    f"site/{i}/line/7/status",
-                ]
-            )
-        )
+    # i < n_patterns: allowed unless read-only; i >= n_patterns: no pattern, denied.
+    topics = [topic_for(rnd.randrange(n_patterns * 2)) for _ in range(n_topics)]
     filters = [t.rsplit("/", 1)[0] + "/#" for t in topics[:2000]]
 
     start = time.perf_counter()

@@ -138,7 +138,7 @@ class ConnectionPolicy:
         if shared is None:
             return False
         inner = split_share(topic_filter)
-        if inner is None or pattern_error(inner) is not None or "${" in inner:
+        if inner is None or pattern_error(inner) is not None:
             return False
         own = self._own_read
         return shared.read.covers(inner) or (own is not None and own.covers(inner))

@@ -2,7 +2,7 @@
 
 All problems are collected before failing, so an operator fixes a file in one pass; each
 names the file, the line and the field. The file has no path-valued fields today; any that
-are added must be resolved against the file's folder (`_resolve`).
+are added must be resolved against the file's folder.
 """
 
 from __future__ import annotations
@@ -25,12 +25,6 @@ _USER_KEYS = frozenset({"grant_type", "password", "roles", "permissions"})
 _PERMISSION_KEYS = frozenset({"topic", "access"})
 _GRANT_TYPES = ("password", "certificate")
 _ACCESS = {a.value: a for a in Access}
-
-
-def _resolve(base: Path, value: str) -> Path:
-    """A path from the users file, relative to the file's folder."""
-    path = Path(value)
-    return path if path.is_absolute() else base.parent / path
 
 
 class _Parser:

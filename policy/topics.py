@@ -39,13 +39,18 @@ def pattern_error(pattern: str) -> str | None:
         return "pattern must not be empty"
     if "\x00" in pattern:
         return "pattern must not contain U+0000"
-    for match in PLACEHOLDER_RE.finditer(pattern):
-        if match.group(1) not in KNOWN_PLACEHOLDERS:
-            return (
-                f"unknown placeholder ${{{match.group(1)}}} (use ${{username}} or ${{client_id}})"
-            )
-    if len(pattern.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:
+    if "${" in pattern:
+        for match in PLACEHOLDER_RE.finditer(pattern):
+            name = match.group(1)
+            if name not in KNOWN_PLACEHOLDERS:
+                return f"unknown placeholder ${{{name}}} (use ${{username}} or ${{client_id}})"
+    # A character is at most 4 UTF-8 bytes: encode only patterns that might be too long.
+    if len(pattern) * 4 > MAX_TOPIC_BYTES and (
+        len(pattern.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES
+    ):
         return "pattern is longer than 65535 bytes"
+    if "+" not in pattern and "#" not in pattern:
+        return None
     levels = pattern.split("/")
     last = len(levels) - 1
     for index, level in enumerate(levels):

@@ -7,10 +7,13 @@ import logging
 import sys
 
 import pytest
-from mqttgate.policy import ConnectionPolicy
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from mqttgate.policy import ConnectionPolicy, pattern_error
 from mqttgate.policy.connection import MAX_CACHE_ENTRIES
 
 from .helpers import conn, snapshot_with, user
+from .test_topics import ALL_TOPICS, patterns, reference_match
 
 
 def test_access_kinds() -> None:
@@ -169,3 +172,29 @@ def test_many_patterns_decide_without_scanning() -> None:
     assert not c.may_publish("site/2000/x/data/y")
     assert c.may_subscribe("site/7/+/data/#")
     assert not c.may_subscribe("site/+/x/data/#")
+
+
+# --- property: a granted subscription only ever delivers readable topics ----------------
+
+TOPIC_NAMES = [t for t in ALL_TOPICS if t]  # an empty topic name is not a topic
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(patterns(), st.sampled_from(["r", "w", "rw"])), min_size=1, max_size=4),
+    patterns(),
+)
+def test_granted_subscription_implies_every_matching_topic_readable(
+    perms: list[tuple[str, str]], topic_filter: str
+) -> None:
+    assume(all(pattern_error(p) is None for p, _ in perms))
+    c = conn(*perms)
+    if c.may_subscribe(topic_filter):
+        for topic in TOPIC_NAMES:
+            if reference_match(topic_filter, topic):
+                assert c.may_read(topic), (perms, topic_filter, topic)
+    for topic in TOPIC_NAMES[:300]:
+        readable = any(reference_match(p, topic) for p, a in perms if a != "w")
+        assert c.may_read(topic) is readable
+        writable = any(reference_match(p, topic) for p, a in perms if a != "r")
+        assert c.may_publish(topic) is writable
