@@ -607,6 +607,12 @@ class Disconnect:
 
 @dataclass(slots=True)
 class Auth:
+    """AUTH always carries reason code and property length when encoded.
+
+    The spec allows a 0-length AUTH for Success without properties (and we decode it), but
+    some implementations (e.g. the ``mqtt5`` package) reject it, so we never write it.
+    """
+
     reason_code: int = 0
     properties: Properties = field(default_factory=list)
 
@@ -614,8 +620,6 @@ class Auth:
         if protocol_level < PROTOCOL_5:
             raise MQTTProtocolError(PROTOCOL_ERROR, "AUTH: only exists in MQTT 5.0")
         _check_reason(PacketType.AUTH, self.reason_code, protocol_level)
-        if not self.reason_code and not self.properties:
-            return b"\xf0\x00"
         _check_auth_props(self.properties, "AUTH")
         body = bytes((self.reason_code,)) + encode_properties(self.properties, PacketType.AUTH)
         return _frame(0xF0, body)

@@ -214,7 +214,7 @@ VECTORS: list[tuple[str, int, bytes, object]] = [
         h("E0 07 8E 05 11 00 00 00 00"),
         Disconnect(0x8E, [(P.SESSION_EXPIRY_INTERVAL, 0)]),
     ),
-    ("auth 5.0 short", 5, h("F0 00"), Auth()),
+    ("auth 5.0 success", 5, h("F0 02 00 00"), Auth()),
     (
         "auth 5.0 continue",
         5,
@@ -285,12 +285,17 @@ def test_get_property_returns_first_value() -> None:
         (h("62 03 00 01 00"), Pubrel(1)),
         (h("E0 02 00 00"), Disconnect()),
         (h("E0 01 00"), Disconnect()),
-        (h("F0 02 00 00"), Auth()),
     ],
 )
 def test_long_forms_decode_to_short_canonical_form(raw: bytes, packet: object) -> None:
     assert decode_packet(raw[0], raw[2:], 5) == packet
     assert len(encode_packet(packet, 5)) < len(raw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raw", [h("F0 00"), h("F0 01 00")])
+def test_short_auth_forms_decode_and_encode_as_full_form(raw: bytes) -> None:
+    assert decode_packet(raw[0], raw[2:], 5) == Auth()
+    assert Auth().encode(5) == h("F0 02 00 00")
 
 
 def test_five_only_fields_are_dropped_below_five() -> None:
