@@ -242,3 +242,15 @@ def test_passwd_on_a_terminal_prompts_twice_without_echo(
     assert prompts[0] == "Password for alice: "
     out, err = capsys.readouterr()
     assert out == "" and "differ" in err
+
+
+def test_credential_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mqttgate.policy.auth.MAX_CACHED_CREDENTIALS", 3)
+    stored = django_pbkdf2(PASSWORD, rounds=10)
+    s = snap(**{f"u{i}": stored for i in range(10)})
+    auth = Authenticator()
+    for i in range(10):
+        assert auth.authenticate_password(s, f"u{i}", PASSWORD.encode()) is AuthResult.SUCCESS
+        assert len(auth._verified) <= 3
+    assert auth.try_cached(s, "u9", PASSWORD.encode()) is AuthResult.SUCCESS
+    assert auth.try_cached(s, "u0", PASSWORD.encode()) is None

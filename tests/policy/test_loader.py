@@ -353,3 +353,46 @@ def test_store_reload_keeps_old_snapshot_on_failure(tmp_path: Path) -> None:
 def test_store_first_load_failure_raises(tmp_path: Path) -> None:
     with pytest.raises(PolicyLoadError):
         PolicyStore(write(tmp_path, "users: [1]\n"))
+
+
+def test_anchors_are_shared_and_yaml_tags_are_safe(tmp_path: Path) -> None:
+    snap = load_policy(
+        write(
+            tmp_path,
+            """\
+            users:
+              a: &cert { grant_type: certificate, permissions: [{ topic: "x", access: read }] }
+              b: *cert
+            """,
+        )
+    )
+    assert snap.users["b"].permissions == snap.users["a"].permissions
+    problem = _only(problems_of(tmp_path, 'users:\n  a: !!python/object:os.system "echo hi"\n'))
+    assert problem.line == 2 and "invalid YAML" in problem.message
+
+
+def test_recursive_alias_and_second_document(tmp_path: Path) -> None:
+    problem = _only(problems_of(tmp_path, "users: &a\n  x: *a\n"))
+    assert "recursive alias" in problem.message and problem.line == 2
+    problem = _only(problems_of(tmp_path, "users: {}\n---\nusers: {}\n"))
+    assert "single YAML document" in problem.message and problem.line == 2
+
+
+def test_plain_scalars_keep_yaml_types(tmp_path: Path) -> None:
+    data, lines = load_yaml(write(tmp_path, "a: 1\nb: yes\nc: ~\nd: '1'\ne: 1.5\nf: a/b\n"))
+    assert data == {"a": 1, "b": True, "c": None, "d": "1", "e": 1.5, "f": "a/b"}
+    assert lines.line(("e",)) == 5
+
+
+def test_big_file_loads_and_still_reports_lines(tmp_path: Path) -> None:
+    body = ["users:"]
+    for i in range(300):
+        body += [f"  u{i}:", "    grant_type: certificate", "    permissions:"]
+        body += [f'      - {{ topic: "t{i}/{j}/+/#", access: readWrite }}' for j in range(20)]
+    good = tmp_path / "big.yaml"
+    good.write_text("\n".join(body) + "\n")
+    assert len(load_policy(good).users) == 300
+    body[-1] = '      - { topic: "t299/19/#/x", access: readWrite }'
+    good.write_text("\n".join(body) + "\n")
+    [problem] = check_policy_file(good)
+    assert problem.line == len(body) and problem.field == "users.u299.permissions[19].topic"

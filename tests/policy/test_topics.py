@@ -211,3 +211,9 @@ def test_coverage_is_exact_on_small_universe(topic_filter: str, pattern: str) ->
         assert semantic
     elif len(topic_filter.split("/")) < 4 and len(pattern.split("/")) < 4:
         assert not semantic, (topic_filter, pattern)
+
+
+def test_pattern_length_limit_is_in_utf8_bytes() -> None:
+    assert pattern_error("a" * 65_535) is None
+    assert pattern_error("a" * 65_536) is not None
+    assert pattern_error("é" * 32_768) is not None  # 65,536 bytes
