@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
+import logging
 import shutil
 import socket
 import ssl
@@ -350,6 +351,9 @@ class ProxyHandle:
         self.config = load_config(config_path)
         self.registry = CollectorRegistry()
         self.loop = new_event_loop()
+        #: Anything that reached the loop's exception handler: a client error must never.
+        self.loop_errors: list[dict[str, Any]] = []
+        self.loop.set_exception_handler(lambda _loop, context: self.loop_errors.append(context))
         self.thread = threading.Thread(
             target=self.loop.run_forever, name="mqttgate-test", daemon=True
         )
@@ -408,6 +412,8 @@ def running_proxy(
     are those of :func:`write_config`, or ``config=Path`` for a ready config file.
     """
     handles: list[ProxyHandle] = []
+    tracebacks = _TracebackCatcher()
+    logging.getLogger("mqttgate").addHandler(tracebacks)
 
     def start(
         upstream: str = "embedded", config: Path | None = None, **options: Any
@@ -422,3 +428,20 @@ def running_proxy(
     yield start
     for handle in handles:
         handle.stop()
+    logging.getLogger("mqttgate").removeHandler(tracebacks)
+    for handle in handles:
+        assert not handle.loop_errors, f"unhandled errors in the proxy loop: {handle.loop_errors}"
+    logged = [r.getMessage() for r in tracebacks.records]
+    assert not logged, f"tracebacks logged: {logged}"
+
+
+class _TracebackCatcher(logging.Handler):
+    """Collects log records that carry a traceback: client errors must never produce one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
