@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import random
 import tempfile
@@ -184,12 +185,14 @@ def bench_load(n_users: int, n_perms: int) -> None:
         path.write_text("\n".join(lines) + "\n")
         size = path.stat().st_size
         start = time.perf_counter()
+        cpu = time.process_time()
         snap = load_policy(path)
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
     assert len(snap.users) == n_users
     report(
         f"load users file: {n_users:,} users x {n_perms} permissions ({size / 1e6:.1f} MB)",
-        f"{elapsed:.2f} s",
+        f"{elapsed:.2f} s wall, {cpu:.2f} s CPU",
     )
 
 
@@ -223,6 +226,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# policy benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# {platform.python_implementation()} {platform.python_version()}, {platform.machine()}")
+    cpus = os.cpu_count()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"# {cpus} CPUs, load average before the run: {load}")
     print("| measurement | result |\n| --- | --- |")
     bench_decisions(args.patterns, 20_000)
     bench_memory()

@@ -66,7 +66,7 @@ class Authenticator:
         message = _length_prefixed(
             username.encode("utf-8", "surrogatepass"), password, stored_hash.encode("utf-8")
         )
-        return hmac.new(self._key, message, "sha256").digest()
+        return hmac.digest(self._key, message, "sha256")
 
     @staticmethod
     def _precheck(
