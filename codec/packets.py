@@ -351,9 +351,13 @@ class Puback:
 
     def encode(self, protocol_level: int) -> bytes:
         return _encode_ack(
-            0x40, PacketType.PUBACK, self.packet_id, self.reason_code, self.properties,
+            0x40,
+            PacketType.PUBACK,
+            self.packet_id,
+            self.reason_code,
+            self.properties,
             protocol_level,
-        )  # fmt: skip
+        )
 
 
 @dataclass(slots=True)
@@ -364,9 +368,13 @@ class Pubrec:
 
     def encode(self, protocol_level: int) -> bytes:
         return _encode_ack(
-            0x50, PacketType.PUBREC, self.packet_id, self.reason_code, self.properties,
+            0x50,
+            PacketType.PUBREC,
+            self.packet_id,
+            self.reason_code,
+            self.properties,
             protocol_level,
-        )  # fmt: skip
+        )
 
 
 @dataclass(slots=True)
@@ -377,9 +385,13 @@ class Pubrel:
 
     def encode(self, protocol_level: int) -> bytes:
         return _encode_ack(
-            0x62, PacketType.PUBREL, self.packet_id, self.reason_code, self.properties,
+            0x62,
+            PacketType.PUBREL,
+            self.packet_id,
+            self.reason_code,
+            self.properties,
             protocol_level,
-        )  # fmt: skip
+        )
 
 
 @dataclass(slots=True)
@@ -390,9 +402,13 @@ class Pubcomp:
 
     def encode(self, protocol_level: int) -> bytes:
         return _encode_ack(
-            0x70, PacketType.PUBCOMP, self.packet_id, self.reason_code, self.properties,
+            0x70,
+            PacketType.PUBCOMP,
+            self.packet_id,
+            self.reason_code,
+            self.properties,
             protocol_level,
-        )  # fmt: skip
+        )
 
 
 # -- SUBSCRIBE / SUBACK ----------------------------------------------------------------

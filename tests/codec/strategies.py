@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from hypothesis import strategies as st
-
 from mqttgate.codec import (
     Auth,
     Connack,
@@ -178,8 +177,13 @@ def packets(level: int) -> st.SearchStrategy[object]:
         return st.builds(cls, packet_ids, _codes(ptype), reason_props)
 
     sub_options = st.integers(0, 2) | (
-        st.builds(lambda q, nl, rap, rh: q | nl << 2 | rap << 3 | rh << 4, st.integers(0, 2),
-                  flag, flag, st.integers(0, 2))  # fmt: skip
+        st.builds(
+            lambda q, nl, rap, rh: q | nl << 2 | rap << 3 | rh << 4,
+            st.integers(0, 2),
+            flag,
+            flag,
+            st.integers(0, 2),
+        )
         if level == 5
         else st.nothing()
     )
@@ -198,10 +202,18 @@ def packets(level: int) -> st.SearchStrategy[object]:
             st.lists(st.builds(Subscription, topic_filters, sub_options), min_size=1, max_size=4),
             props_if(level, _props([(P.SUBSCRIPTION_IDENTIFIER, st.integers(1, 1000))])),
         ),
-        st.builds(Suback, packet_ids, st.lists(suback_codes, min_size=1, max_size=4),
-                  props_if(level, reason_props)),  # fmt: skip
-        st.builds(Unsubscribe, packet_ids, st.lists(topic_filters, min_size=1, max_size=4),
-                  props_if(level, user_props)),  # fmt: skip
+        st.builds(
+            Suback,
+            packet_ids,
+            st.lists(suback_codes, min_size=1, max_size=4),
+            props_if(level, reason_props),
+        ),
+        st.builds(
+            Unsubscribe,
+            packet_ids,
+            st.lists(topic_filters, min_size=1, max_size=4),
+            props_if(level, user_props),
+        ),
         st.builds(
             Unsuback,
             packet_ids,

@@ -11,7 +11,6 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from mqttgate.codec import (
     Connect,
     FrameReader,
@@ -42,8 +41,9 @@ class CapturingClient(paho.Client):  # type: ignore[misc,name-defined]
         super().__init__(paho.CallbackAPIVersion.VERSION2, **kwargs)
         self.written: list[bytes] = []
 
-    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
-                      info: Any = None) -> Any:  # fmt: skip
+    def _packet_queue(
+        self, command: int, packet: bytes | bytearray, mid: int, qos: int, info: Any = None
+    ) -> Any:
         self.written.append(bytes(packet))
         return paho.MQTT_ERR_SUCCESS
 
@@ -56,7 +56,7 @@ class _NoSocket:
 
 
 def _one(raw: bytes, level: int) -> object:
-    (first, start, body, end), = FrameReader(protocol_level=level).feed(raw)
+    ((first, start, body, end),) = FrameReader(protocol_level=level).feed(raw)
     assert (start, end) == (0, len(raw))
     return decode_packet(first, raw[body:end], level)
 
@@ -99,8 +99,9 @@ def test_paho_connect(proto: Any, cid: str, clean: bool, keep: int, creds: Any, 
     st.booleans(),
     packet_ids,
 )
-def test_paho_publish(topic: str, payload: bytes, qos: int, retain: bool, dup: bool,
-                      mid: int) -> None:  # fmt: skip
+def test_paho_publish(
+    topic: str, payload: bytes, qos: int, retain: bool, dup: bool, mid: int
+) -> None:
     client = CapturingClient()
     client._sock = _NoSocket()  # paho refuses to build a PUBLISH without one
     try:
@@ -154,26 +155,48 @@ def _amqtt_read(cls_path: str, raw: bytes) -> Any:
 
 @settings(max_examples=40)
 @given(topic_names, st.binary(max_size=60), st.integers(0, 2), st.booleans(), packet_ids)
-def test_amqtt_reads_our_publish(topic: str, payload: bytes, qos: int, retain: bool,
-                                 mid: int) -> None:  # fmt: skip
+def test_amqtt_reads_our_publish(
+    topic: str, payload: bytes, qos: int, retain: bool, mid: int
+) -> None:
     raw = Publish(topic, payload, qos, retain, False, mid if qos else None).encode(4)
     theirs = _amqtt_read("amqtt.mqtt.publish.PublishPacket", raw)
     assert (theirs.topic_name, theirs.data, theirs.qos, theirs.retain_flag) == (
-        topic, payload, qos, retain,
-    )  # fmt: skip
+        topic,
+        payload,
+        qos,
+        retain,
+    )
     assert theirs.packet_id == (mid if qos else None)
 
 
 @settings(max_examples=40)
-@given(text.filter(bool), st.integers(0, 0xFFFF), text, text, topic_names, st.binary(max_size=20),
-       st.integers(0, 2), st.booleans())  # fmt: skip
-def test_amqtt_reads_our_connect(cid: str, keep: int, user: str, pw: str, wt: str, wm: bytes,
-                                 wq: int, wr: bool) -> None:  # fmt: skip
+@given(
+    text.filter(bool),
+    st.integers(0, 0xFFFF),
+    text,
+    text,
+    topic_names,
+    st.binary(max_size=20),
+    st.integers(0, 2),
+    st.booleans(),
+)
+def test_amqtt_reads_our_connect(
+    cid: str, keep: int, user: str, pw: str, wt: str, wm: bytes, wq: int, wr: bool
+) -> None:
     raw = Connect("MQTT", 4, True, keep, cid, user, pw.encode(), Will(wt, wm, wq, wr)).encode(4)
     theirs = _amqtt_read("amqtt.mqtt.connect.ConnectPacket", raw)
-    got = (theirs.proto_name, theirs.proto_level, theirs.client_id, theirs.keep_alive,
-           theirs.username, theirs.password, theirs.will_topic, theirs.will_message,
-           theirs.will_qos, theirs.will_retain_flag)  # fmt: skip
+    got = (
+        theirs.proto_name,
+        theirs.proto_level,
+        theirs.client_id,
+        theirs.keep_alive,
+        theirs.username,
+        theirs.password,
+        theirs.will_topic,
+        theirs.will_message,
+        theirs.will_qos,
+        theirs.will_retain_flag,
+    )
     assert got == ("MQTT", 4, cid, keep, user, pw, wt, wm, wq, wr)
 
 

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from mqttgate.codec import (
     Auth,
     Connack,
@@ -117,9 +116,7 @@ def semantic(packet: object) -> dict[str, Any]:
             if packet.will is not None:
                 w = packet.will
                 will = {"topic": w.topic, "payload": w.payload, "qos": w.qos, "retain": w.retain}
-                will |= _props(
-                    w.properties, _PUBLISH_LIKE | {"will_delay_interval": (0x18, 0)}
-                )
+                will |= _props(w.properties, _PUBLISH_LIKE | {"will_delay_interval": (0x18, 0)})
             d = {
                 "client_id": packet.client_id,
                 "username": packet.username,
@@ -174,7 +171,10 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, tuple):
         return tuple(_plain(v) for v in value)
-    if type(value).__module__.startswith("mqtt5") or type(value).__name__ in ("Will", "TopicFilter"):
+    if type(value).__module__.startswith("mqtt5") or type(value).__name__ in (
+        "Will",
+        "TopicFilter",
+    ):
         return m5_fields(value)
     if isinstance(value, bool):
         return value
@@ -235,8 +235,13 @@ def build_m5(packet: object) -> Any:
     if "topic_filters" in kwargs:
         kwargs["topic_filters"] = [
             mqtt5.TopicFilter(
-                **(f | {"max_qos": mqtt5.QoS(f["max_qos"]),
-                        "retain_handling": mqtt5.RetainHandling(f["retain_handling"])})  # fmt: skip
+                **(
+                    f
+                    | {
+                        "max_qos": mqtt5.QoS(f["max_qos"]),
+                        "retain_handling": mqtt5.RetainHandling(f["retain_handling"]),
+                    }
+                )
             )
             for f in kwargs["topic_filters"]
         ]
@@ -269,7 +274,7 @@ def _norm(d: dict[str, Any]) -> dict[str, Any]:
 
 def _decode(raw: bytes) -> object:
     reader = FrameReader(protocol_level=5)
-    (first, start, body, end), = reader.feed(raw)
+    ((first, start, body, end),) = reader.feed(raw)
     assert (start, end) == (0, len(raw))
     return decode_packet(first, raw[body:end], 5)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mqttgate.codec import FrameReader, MQTTProtocolError, Publish
 
 
@@ -27,7 +26,7 @@ def test_partial_packet_is_kept_and_completed() -> None:
     assert reader.pending == 29
     frames = reader.feed(data[100:])
     assert len(frames) == 1
-    first, start, body, end = frames[0]
+    _, start, _, end = frames[0]
     assert reader.buffer[start:end] == pub()
     assert reader.pending == 0
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from mqttgate.codec import (
     Connect,
     FrameReader,
     MQTTProtocolError,
-    Publish,
     decode_packet,
     encode_packet,
     peek_publish,
@@ -62,7 +62,7 @@ def test_stream_split_anywhere_yields_same_frames(
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
     reader = FrameReader(protocol_level=level)
     got = []
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         for first, start, _body, end in reader.feed(stream[a:b]):
             got.append((first, reader.buffer[start:end]))
     assert [g[1] for g in got] == raws

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from mqttgate.codec import (
     Auth,
     Connack,
@@ -58,9 +57,12 @@ CONNECT_311_BODY = (
     + b"pw"
 )
 # 5.0 spec figure 3-4 (CONNECT variable header example): ... 05 C2 00 0A 05 11 00 00 00 0A
-CONNECT_5_BODY = h("00 04 4D 51 54 54 05 C2 00 0A 05 11 00 00 00 0A") + mqtt_str("c") + mqtt_str(
-    "u"
-) + h("00 01 70")
+CONNECT_5_BODY = (
+    h("00 04 4D 51 54 54 05 C2 00 0A 05 11 00 00 00 0A")
+    + mqtt_str("c")
+    + mqtt_str("u")
+    + h("00 01 70")
+)
 CONNECT_31_BODY = h("00 06") + b"MQIsdp" + h("03 02 00 3C") + mqtt_str("old-client")
 
 VECTORS: list[tuple[str, int, bytes, object]] = [
@@ -94,9 +96,15 @@ VECTORS: list[tuple[str, int, bytes, object]] = [
             + h("00 00"),
         ),
         Connect(
-            "MQTT", 5, False, 0, "", None, None,
+            "MQTT",
+            5,
+            False,
+            0,
+            "",
+            None,
+            None,
             Will("w", b"", 1, True, [(P.WILL_DELAY_INTERVAL, 5)]),
-        ),  # fmt: skip
+        ),
     ),
     (
         "connect 5.0 password without user name",
@@ -119,7 +127,9 @@ VECTORS: list[tuple[str, int, bytes, object]] = [
         "connack 5.0 capabilities",
         5,
         h("20 0A 01 00 07 24 01 25 00 22 00 0A"),
-        Connack(True, 0, [(P.MAXIMUM_QOS, 1), (P.RETAIN_AVAILABLE, 0), (P.TOPIC_ALIAS_MAXIMUM, 10)]),
+        Connack(
+            True, 0, [(P.MAXIMUM_QOS, 1), (P.RETAIN_AVAILABLE, 0), (P.TOPIC_ALIAS_MAXIMUM, 10)]
+        ),
     ),
     # 3.1.1 spec figure 3.11 (PUBLISH variable header example): topic a/b, packet id 10
     (
@@ -272,7 +282,10 @@ def test_connect_311_spec_flags_decode_to_fields() -> None:
 
 
 def test_get_property_returns_first_value() -> None:
-    props: list[tuple[int, object]] = [(P.SUBSCRIPTION_IDENTIFIER, 3), (P.SUBSCRIPTION_IDENTIFIER, 4)]
+    props: list[tuple[int, object]] = [
+        (P.SUBSCRIPTION_IDENTIFIER, 3),
+        (P.SUBSCRIPTION_IDENTIFIER, 4),
+    ]
     assert get_property(props, P.SUBSCRIPTION_IDENTIFIER) == 3
     assert get_property(props, P.TOPIC_ALIAS) is None
     assert get_property(props, P.TOPIC_ALIAS, 7) == 7
