@@ -396,3 +396,27 @@ def test_big_file_loads_and_still_reports_lines(tmp_path: Path) -> None:
     good.write_text("\n".join(body) + "\n")
     [problem] = check_policy_file(good)
     assert problem.line == len(body) and problem.field == "users.u299.permissions[19].topic"
+
+
+def test_malformed_permission_entries(tmp_path: Path) -> None:
+    problems = problems_of(
+        tmp_path,
+        """\
+        users:
+          u:
+            grant_type: certificate
+            permissions:
+              - { topic: "a", access: [read] }
+              - { topic: 5, access: read }
+              - { topic: "a" }
+              - "a/b"
+              - { topic: "a", access: read, note: x }
+        """,
+    )
+    assert [(p.line, p.field) for p in problems] == [
+        (5, "users.u.permissions[0].access"),
+        (6, "users.u.permissions[1].topic"),
+        (7, "users.u.permissions[2]"),
+        (8, "users.u.permissions[3]"),
+        (9, "users.u.permissions[4].note"),
+    ]
