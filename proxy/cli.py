@@ -56,14 +56,12 @@ async def _serve(config_path: Path, banner: str | None) -> int:
     server = Server(config)
     await server.start()
     loop = asyncio.get_running_loop()
-    stopping = False
+    stopping: list[asyncio.Task[None]] = []
 
     def stop() -> None:
-        nonlocal stopping
         if not stopping:
-            stopping = True
             log.info("shutting down (grace %.1fs)", config.shutdown_grace)
-            server.track(loop.create_task(server.shutdown(config.shutdown_grace)))
+            stopping.append(loop.create_task(server.shutdown(config.shutdown_grace)))
 
     def reload() -> None:
         ok_policy = server.reload_policy()

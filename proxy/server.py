@@ -474,10 +474,12 @@ class Server:
                     await self._drained.wait()
         for conn in list(self.connections):
             conn.abort()
-        for task in list(self._tasks):
+        current = asyncio.current_task()
+        pending = [task for task in self._tasks if task is not current]
+        for task in pending:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
