@@ -37,17 +37,47 @@ def raise_nofile(want: int) -> int:
     return soft
 
 
-def cpu_seconds(pid: int) -> float:
-    """user + sys CPU of a process (all its threads), from /proc/<pid>/stat."""
+def _stat_fields(pid: int) -> list[str]:
     raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2 :].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return raw[raw.rindex(")") + 2 :].split()  # [0] is field 3 (state), [1] the ppid
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its living descendants: a proxy that forks workers is charged for all."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(int(entry.name))[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + sys CPU of a process tree (all threads), from /proc/<pid>/stat."""
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            fields = _stat_fields(p)
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / CLK_TCK
 
 
 def rss_bytes(pid: int) -> int:
-    raw = Path(f"/proc/{pid}/statm").read_text().split()
-    return int(raw[1]) * PAGE
+    """Resident memory of a process tree."""
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE
+    return total
 
 
 class Server:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .targets import haproxy_binary, mosquitto_binary
+from .targets import REPO, haproxy_binary, mosquitto_binary
 
 REFERENCES = ("bare-relay", "haproxy")
 
@@ -129,6 +129,13 @@ def machine_facts() -> dict[str, Any]:
         "mosquitto": _first_line([mosq, "-h"]) if mosq else None,
         "haproxy": _first_line([hap, "-v"]) if hap else None,
     }
+    facts["git_commit"] = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    # uncommitted changes in the code under test make the commit an approximation
+    facts["git_dirty_source"] = bool(
+        _first_line(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "codec", "policy", "proxy"]
+        )
+    )
     try:
         import uvloop
 
