@@ -51,6 +51,12 @@ def check_first_byte(first_byte: int, protocol_level: int) -> None:
         raise first_byte_error(first_byte, protocol_level)
 
 
+def _too_large(size: int, maxsize: int) -> MQTTProtocolError:
+    return MQTTProtocolError(
+        PACKET_TOO_LARGE, f"remaining length: packet of {size} bytes exceeds maximum {maxsize}"
+    )
+
+
 class FrameReader:
     """Sans-IO framer. ``feed()`` returns ``(first_byte, start, body_start, end)`` tuples."""
 
@@ -118,6 +124,7 @@ class FrameReader:
         n = len(buf)
         table = self._table
         maxsize = self.max_packet_size
+        tiny = maxsize < 129  # only then can a 1-byte remaining length exceed the maximum
         frames: list[tuple[int, int, int, int]] = []
         append = frames.append
         pos = 0
@@ -132,35 +139,39 @@ class FrameReader:
             if b < 0x80:
                 body = p + 1
                 end = body + b
-            else:
-                rl = b & 0x7F
-                shift = 7
-                while True:
-                    p += 1
-                    if p >= n:
-                        break
-                    b = buf[p]
-                    rl |= (b & 0x7F) << shift
-                    if b < 0x80:
-                        break
-                    shift += 7
-                    if shift > 21:
-                        raise self._fail(
-                            MQTTProtocolError(
-                                MALFORMED, "remaining length: variable byte integer over 4 bytes"
-                            )
-                        )
+                if end > n:
+                    if b + 2 > maxsize:
+                        raise self._fail(_too_large(b + 2, maxsize))
+                    self._need = b + 2
+                    break
+                if tiny and b + 2 > maxsize:
+                    raise self._fail(_too_large(b + 2, maxsize))
+                append((b0, pos, body, end))
+                pos = end
+                continue
+            rl = b & 0x7F
+            shift = 7
+            while True:
+                p += 1
                 if p >= n:
                     break
-                body = p + 1
-                end = body + rl
-            if end - pos > maxsize:
-                raise self._fail(
-                    MQTTProtocolError(
-                        PACKET_TOO_LARGE,
-                        f"remaining length: packet of {end - pos} bytes exceeds maximum {maxsize}",
+                b = buf[p]
+                rl |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    raise self._fail(
+                        MQTTProtocolError(
+                            MALFORMED, "remaining length: variable byte integer over 4 bytes"
+                        )
                     )
-                )
+            if p >= n:
+                break
+            body = p + 1
+            end = body + rl
+            if end - pos > maxsize:
+                raise self._fail(_too_large(end - pos, maxsize))
             if end > n:
                 self._need = end - pos
                 break

@@ -42,29 +42,29 @@ def peek_publish(
     buf: bytes, body_start: int, end: int, first_byte: int, protocol_level: int
 ) -> PublishPeek:
     """Raw topic bytes, QoS, packet id and 5.0 Topic Alias of the PUBLISH at ``buf``."""
+    # Hot path: every line here runs once per PUBLISH. A topic length byte read past
+    # ``end`` (but inside ``buf``) is harmless: the ``te > end`` check rejects it.
+    try:
+        te = body_start + 2 + ((buf[body_start] << 8) | buf[body_start + 1])
+    except IndexError:
+        raise _short("topic name") from None
+    if te > end or body_start < 0:
+        raise _short("topic name")
     qos = (first_byte >> 1) & 3
-    p = body_start + 2
+    if not qos:
+        if protocol_level < 5:
+            return _new(PublishPeek, (buf[body_start + 2 : te], 0, None, None))
+        return _new(PublishPeek, (buf[body_start + 2 : te], 0, None, _topic_alias(buf, te, end)))
+    if qos == 3:
+        raise MQTTProtocolError(MALFORMED, "PUBLISH fixed header: QoS 3")
+    p = te + 2
     if p > end:
-        raise _short("topic name")
-    te = p + ((buf[body_start] << 8) | buf[body_start + 1])
-    if te > end:
-        raise _short("topic name")
-    topic = buf[p:te]
-    if qos:
-        if qos == 3:
-            raise MQTTProtocolError(MALFORMED, "PUBLISH fixed header: QoS 3")
-        p = te + 2
-        if p > end:
-            raise _short("packet identifier")
-        packet_id: int | None = (buf[te] << 8) | buf[te + 1]
-        if not packet_id:
-            raise MQTTProtocolError(PROTOCOL_ERROR, "PUBLISH packet identifier: must not be 0")
-    else:
-        p = te
-        packet_id = None
-    if protocol_level < 5:
-        return _new(PublishPeek, (topic, qos, packet_id, None))
-    return _new(PublishPeek, (topic, qos, packet_id, _topic_alias(buf, p, end)))
+        raise _short("packet identifier")
+    packet_id = (buf[te] << 8) | buf[te + 1]
+    if not packet_id:
+        raise MQTTProtocolError(PROTOCOL_ERROR, "PUBLISH packet identifier: must not be 0")
+    alias = _topic_alias(buf, p, end) if protocol_level >= 5 else None
+    return _new(PublishPeek, (buf[body_start + 2 : te], qos, packet_id, alias))
 
 
 def _read_varint(buf: bytes, p: int, end: int, field: str) -> tuple[int, int]:
