@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class LineMap:
             builder = _Builder(self.file, track=True)
             # The first pass succeeded on the same text; keep whatever was seen.
             with contextlib.suppress(yaml.YAMLError):
-                builder.run(yaml.parse(self._text, Loader=_Loader))
+                builder.run(self._text)
             lines = self._lines_built = builder.lines._lines
             self._text = None
         return lines
@@ -231,18 +231,58 @@ class _Builder:
             self.anchors[frame.anchor] = frame.container
         self.complete(frame.container, event)
 
-    def run(self, events: Any) -> Any:
+    def run(self, text: str | bytes) -> Any:
+        loader = _Loader(text)
+        try:
+            return self._run(loader.get_event)
+        finally:
+            loader.dispose()
+
+    def _run(self, next_event: Callable[[], Any]) -> Any:
+        # The hot loop of a big file: events are pulled straight from the parser (no
+        # generator), and a scalar attached to a mapping or list is handled inline.
         scalar_event = yaml.ScalarEvent
         mapping_start = yaml.MappingStartEvent
         mapping_end = yaml.MappingEndEvent
         sequence_start = yaml.SequenceStartEvent
         sequence_end = yaml.SequenceEndEvent
-        for event in events:
+        plain_cache = self._plain_cache
+        stack = self.stack
+        track = self.track
+        while True:
+            event = next_event()
+            if event is None:
+                break
             cls = type(event)
             if cls is scalar_event:
-                value = self.scalar(event)
-                if event.anchor is not None:
-                    self.anchors[event.anchor] = value
+                if event.tag is None and not event.implicit[0] and event.anchor is None:
+                    value = event.value  # quoted, untagged: a string
+                else:
+                    value = (
+                        plain_cache.get(event.value, _NO_KEY)
+                        if event.tag is None and event.implicit[0]
+                        else _NO_KEY
+                    )
+                    if value is _NO_KEY:
+                        value = self.scalar(event)
+                    if event.anchor is not None:
+                        self.anchors[event.anchor] = value
+                if stack and not track:
+                    top = stack[-1]
+                    if top.is_list:
+                        top.container.append(value)  # type: ignore[union-attr]
+                        continue
+                    key = top.key
+                    if key is not _NO_KEY:
+                        if top.skip:
+                            top.skip = False
+                        else:
+                            top.container[key] = value
+                        top.key = _NO_KEY
+                        continue
+                    if value not in top.container:
+                        top.key = value  # a new key; complete() handles duplicates
+                        continue
                 self.complete(value, event)
             elif cls is mapping_start:
                 self.start({}, event)
@@ -284,7 +324,7 @@ def paused_gc() -> Iterator[None]:
 def _build(text: str | bytes, file: str, track: bool) -> _Builder:
     builder = _Builder(file, track)
     try:
-        builder.root = builder.run(yaml.parse(text, Loader=_Loader))
+        builder.root = builder.run(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

@@ -420,3 +420,8 @@ def test_malformed_permission_entries(tmp_path: Path) -> None:
         (8, "users.u.permissions[3]"),
         (9, "users.u.permissions[4].note"),
     ]
+
+
+def test_quoted_anchored_scalar_stays_a_string(tmp_path: Path) -> None:
+    data, _ = load_yaml(write(tmp_path, "a: 1\nb: &x '1'\nc: *x\nd: [1, '1', &y 2, *y]\n"))
+    assert data == {"a": 1, "b": "1", "c": "1", "d": [1, "1", 2, 2]}
