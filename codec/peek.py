@@ -54,6 +54,8 @@ def peek_publish(
     if not qos:
         if protocol_level < 5:
             return _new(PublishPeek, (buf[body_start + 2 : te], 0, None, None))
+        if te < end and not buf[te]:  # no properties: skip the property walk
+            return _new(PublishPeek, (buf[body_start + 2 : te], 0, None, None))
         return _new(PublishPeek, (buf[body_start + 2 : te], 0, None, _topic_alias(buf, te, end)))
     if qos == 3:
         raise MQTTProtocolError(MALFORMED, "PUBLISH fixed header: QoS 3")
