@@ -425,3 +425,17 @@ def test_malformed_permission_entries(tmp_path: Path) -> None:
 def test_quoted_anchored_scalar_stays_a_string(tmp_path: Path) -> None:
     data, _ = load_yaml(write(tmp_path, "a: 1\nb: &x '1'\nc: *x\nd: [1, '1', &y 2, *y]\n"))
     assert data == {"a": 1, "b": "1", "c": "1", "d": [1, "1", 2, 2]}
+
+
+def test_hostile_documents_are_problems_not_crashes(tmp_path: Path) -> None:
+    for text in (
+        "[" * 20_000 + "]" * 20_000,
+        "users: " + "{a: " * 5_000 + "1" + "}" * 5_000,
+        "\xff\xfe garbage",
+        "users:\n  a: &a [*a]\n",
+        "users: !!binary aGVsbG8=\n",
+        "? [a, b]\n: c\n",
+    ):
+        path = tmp_path / "hostile.yaml"
+        path.write_text(text, encoding="utf-8", errors="surrogateescape")
+        assert check_policy_file(path), text[:40]
