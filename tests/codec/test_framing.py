@@ -43,11 +43,12 @@ def test_large_packet_fed_in_small_pieces_is_not_rescanned() -> None:
 
 def test_declared_size_above_maximum_rejected_from_fixed_header() -> None:
     """A 256 MiB declaration is refused after 5 bytes, with nothing buffered."""
-    reader = FrameReader(max_packet_size=1024)
+    reader = FrameReader(max_packet_size=1024 * 1024)
     with pytest.raises(MQTTProtocolError) as exc:
-        reader.feed(b"\x30\x80\x80\x80\x01")  # remaining length 2**21... * = 268,435,456 / 128
+        reader.feed(b"\x30\xff\xff\xff\x7f")  # remaining length 268,435,455 (256 MiB)
     assert exc.value.reason_code == 0x95
     assert reader.pending == 0
+    assert "268435460" in exc.value.message.replace(",", "") or "exceeds" in exc.value.message
 
 
 def test_declared_size_split_across_feeds_is_rejected_early() -> None:

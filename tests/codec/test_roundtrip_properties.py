@@ -10,12 +10,14 @@ from mqttgate.codec import (
     Connect,
     FrameReader,
     MQTTProtocolError,
+    Publish,
     decode_packet,
     encode_packet,
     peek_publish,
+    validate_topic_name,
 )
 
-from .strategies import packets, publishes
+from .strategies import packets, publishes, topic_names
 
 levels = st.sampled_from([3, 4, 5])
 
@@ -126,3 +128,81 @@ def test_peek_arbitrary_publish_bodies(body: bytes, level: int) -> None:
         except MQTTProtocolError:
             continue
         assert len(peek.topic) <= len(body)
+
+
+# -- generated invalid input ------------------------------------------------------------
+
+_FIXED_FLAGS = {t: 0 for t in (1, 2, 4, 5, 7, 9, 11, 12, 13, 14, 15)} | {6: 2, 8: 2, 10: 2}
+
+
+@given(st.sampled_from(sorted(_FIXED_FLAGS)), st.integers(0, 15))
+def test_wrong_fixed_flags_are_rejected(ptype: int, flags: int) -> None:
+    reader = FrameReader(protocol_level=5)
+    data = bytes(((ptype << 4) | flags, 0))
+    if flags == _FIXED_FLAGS[ptype]:
+        assert len(reader.feed(data)) == 1
+    else:
+        try:
+            reader.feed(data)
+        except MQTTProtocolError as exc:
+            assert exc.reason_code == 0x81
+        else:
+            raise AssertionError("wrong flags accepted")
+
+
+@given(publishes(4), st.integers(0, 100), st.sampled_from(["+", "#", "a+", "#/b"]))
+def test_wildcards_in_publish_topics_are_rejected(packet: Publish, at: int, wild: str) -> None:
+    cut = at % (len(packet.topic) + 1)
+    packet.topic = packet.topic[:cut] + wild + packet.topic[cut:]
+    raw = packet.encode(4)
+    try:
+        _decode_whole(raw, 4)
+    except MQTTProtocolError as exc:
+        assert exc.reason_code == 0x90
+    else:
+        raise AssertionError("wildcard topic accepted")
+
+
+BAD_UTF8 = [b"\xff", b"\xc3", b"\x80", b"\xed\xa0\x80", b"\x00", b"\xc0\xaf", b"\xf4\x90\x80\x80"]
+
+
+@given(topic_names, st.integers(0, 100), st.sampled_from(BAD_UTF8), st.sampled_from([4, 5]))
+def test_malformed_utf8_topics_are_rejected(topic: str, at: int, bad: bytes, level: int) -> None:
+    boundaries = [len(topic[:i].encode()) for i in range(len(topic) + 1)]
+    cut = boundaries[at % len(boundaries)]
+    raw_topic = topic.encode()
+    raw_topic = raw_topic[:cut] + bad + raw_topic[cut:]
+    body = len(raw_topic).to_bytes(2, "big") + raw_topic + (b"\x00" if level == 5 else b"") + b"p"
+    try:
+        decode_packet(0x30, body, level)
+    except MQTTProtocolError as exc:
+        assert exc.reason_code == 0x81
+    else:
+        raise AssertionError(f"malformed topic {raw_topic!r} accepted")
+    # The hot path does not validate, but validate_topic_name (its cache-miss check) does.
+    peek = peek_publish(body, 0, len(body), 0x30, level)
+    assert peek.topic == raw_topic
+    try:
+        validate_topic_name(peek.topic)
+    except MQTTProtocolError as exc:
+        assert exc.reason_code == 0x81
+    else:
+        raise AssertionError("validate_topic_name accepted malformed UTF-8")
+
+
+@settings(max_examples=60)
+@given(st.data(), levels, st.integers(1, 50))
+def test_truncated_packets_are_held_and_cut_bodies_only_raise_protocol_errors(
+    data: st.DataObject, level: int, cut: int
+) -> None:
+    packet = data.draw(packets(level))
+    raw = packet.encode(level)  # type: ignore[attr-defined]
+    short = raw[: max(1, len(raw) - cut)]
+    reader = FrameReader(protocol_level=level)
+    assert reader.feed(short) == []
+    assert reader.pending == len(short)
+    first, _, b, e = FrameReader(protocol_level=level).feed(raw)[0]
+    try:
+        decode_packet(first, raw[b : max(b, e - cut)], level)
+    except MQTTProtocolError as exc:
+        assert exc.reason_code in (0x81, 0x82, 0x8F, 0x90)
