@@ -224,6 +224,9 @@ def run_flow(r: Running, name: str, p: Params, tag: str) -> dict[str, Any]:
         "msgs_per_s": delivered / elapsed,
         "cpu_seconds": round(cpu1 - cpu0, 3),
         "cpu_us_per_msg": (cpu1 - cpu0) * 1e6 / delivered if delivered else None,
+        # the busiest generator process of each role, as a share of one core over the run
+        "pub_core_share": round(max(x["cpu_s"] for x in pubs) / elapsed, 3),
+        "sub_core_share": round(max(x["cpu_s"] for x in subs) / elapsed, 3),
     }
     if latency:
         lat = array("q")
