@@ -326,15 +326,16 @@ class Session:
         self._upstream_connect: bytes | None = None
         self._upstream_connect_packet: Any = None
         self._will: Any = None
-        self._deferred: list[tuple[bytes, list[tuple[int, int, int, int]]]] = []
+        # Allocated on first use: most connections never need them.
+        self._deferred: list[tuple[bytes, list[tuple[int, int, int, int]]]] | None = None
         self._deferred_bytes = 0
         self._wcache: dict[bytes, bool] = {}
         self._rcache: dict[bytes, bool] = {}
         self._c2b_alias: _Alias | None = None
         self._b2c_alias: _Alias | None = None
-        self._pending_subs: dict[int, list[int | None]] = {}
-        self._denied_in_qos2: set[int] = set()
-        self._denied_out_qos2: set[int] = set()
+        self._pending_subs: dict[int, list[int | None]] | None = None
+        self._denied_in_qos2: set[int] | None = None
+        self._denied_out_qos2: set[int] | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -503,6 +504,8 @@ class Session:
 
     def _defer(self, buf: bytes, frames: list[tuple[int, int, int, int]]) -> None:
         """Keep frames that arrive before the relay starts (the I/O layer pauses reading)."""
+        if self._deferred is None:
+            self._deferred = []
         self._deferred.append((buf, frames))
         self._deferred_bytes += frames[-1][3] - frames[0][1]
         if self._deferred_bytes > 2 * self.settings.max_packet_size + 65536:
@@ -692,8 +695,8 @@ class Session:
         self._emit(Ready())
         if len(frames) > 1:
             self._relay_upstream(buf, frames[1:])
-        deferred = self._deferred
-        self._deferred = []
+        deferred = self._deferred or ()
+        self._deferred = None
         self._deferred_bytes = 0
         for dbuf, dframes in deferred:
             if self.state is not State.RELAY:
@@ -750,10 +753,19 @@ class Session:
         stats = self.stats
         level = self._level
         wcache = self._wcache
+        fast = level != PROTOCOL_5  # no properties, so no topic alias to look for
         run = -1  # start offset of the current run of frames forwarded unchanged
         for first_byte, start, body_start, end in frames:
             ptype = first_byte >> 4
             if ptype == _PUBLISH:
+                if fast and end - body_start >= 2:
+                    # Hot path: a topic already judged allowed, read straight off the wire.
+                    tend = body_start + 2 + ((buf[body_start] << 8) | buf[body_start + 1])
+                    if tend <= end and wcache.get(buf[body_start + 2 : tend]):
+                        stats.pub_in_allowed += 1
+                        if run < 0:
+                            run = start
+                        continue
                 peek = peek_publish(buf, body_start, end, first_byte, level)
                 topic = peek.topic
                 rewrite = False
@@ -804,6 +816,8 @@ class Session:
                     )
                 elif peek.qos == 2:
                     assert peek.packet_id is not None
+                    if self._denied_in_qos2 is None:
+                        self._denied_in_qos2 = set()
                     self._denied_in_qos2.add(peek.packet_id)
                     self._send_client(
                         Pubrec(packet_id=peek.packet_id, reason_code=code, properties=[]).encode(
@@ -890,18 +904,23 @@ class Session:
                 codes.append(fail)
                 self.stats.sub_denied += 1
                 self._emit(Denial("subscribe", sub.topic_filter))
+        pending = self._pending_subs
         if len(kept) == len(codes):
-            self._pending_subs.pop(packet.packet_id, None)
+            if pending:
+                pending.pop(packet.packet_id, None)
             self._send_upstream(buf[start:end])
         elif not kept:
-            self._pending_subs.pop(packet.packet_id, None)
+            if pending:
+                pending.pop(packet.packet_id, None)
             suback = Suback(
                 packet_id=packet.packet_id, reason_codes=[c or fail for c in codes], properties=[]
             )
             self._send_client(suback.encode(level))
         else:
             packet.subscriptions = kept
-            self._pending_subs[packet.packet_id] = codes
+            if pending is None:
+                pending = self._pending_subs = {}
+            pending[packet.packet_id] = codes
             self._send_upstream(packet.encode(level))
 
     # ------------------------------------------------------------------ broker -> client
@@ -916,10 +935,18 @@ class Session:
         level = self._level
         rcache = self._rcache
         client_max = self._client_max
+        fast = level != PROTOCOL_5
         run = -1
         for first_byte, start, body_start, end in frames:
             ptype = first_byte >> 4
             if ptype == _PUBLISH:
+                if fast and end - body_start >= 2:
+                    tend = body_start + 2 + ((buf[body_start] << 8) | buf[body_start + 1])
+                    if tend <= end and rcache.get(buf[body_start + 2 : tend]):
+                        stats.pub_out_allowed += 1
+                        if run < 0:
+                            run = start
+                        continue
                 peek = peek_publish(buf, body_start, end, first_byte, level)
                 topic = peek.topic
                 rewrite = False
@@ -961,6 +988,8 @@ class Session:
                     )
                 elif peek.qos == 2:
                     assert peek.packet_id is not None
+                    if self._denied_out_qos2 is None:
+                        self._denied_out_qos2 = set()
                     self._denied_out_qos2.add(peek.packet_id)
                     self._send_upstream(
                         Pubrec(packet_id=peek.packet_id, reason_code=0, properties=[]).encode(level)
