@@ -10,7 +10,7 @@ from typing import Final
 
 from .constants import PacketType, PropertyId
 from .errors import MALFORMED, PROTOCOL_ERROR, MQTTProtocolError
-from .strings import encode_mqtt_utf8
+from .strings import check_topic_name, encode_mqtt_utf8
 from .varint import Reader, encode_varint
 
 Properties = list[tuple[int, object]]
@@ -169,6 +169,8 @@ def read_properties(r: Reader, context: int) -> Properties:
                 value = (r.string(name + " key"), r.string(name + " value"))
             if isinstance(value, int):
                 _check_value(pid, value, context)
+            elif pid == PropertyId.RESPONSE_TOPIC:
+                check_topic_name(value, name)  # type: ignore[arg-type]
             props.append((pid, value))
     finally:
         r.end = outer_end

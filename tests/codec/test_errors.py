@@ -85,6 +85,7 @@ def test_connect_rejections(body: bytes, code: int, field: str) -> None:
         (0x30, h("00 01 74 02 02 00"), 5, 0x81),  # message expiry truncated
         (0x30, h("00 01 74 05 11 00 00 00 00"), 5, 0x82),  # session expiry not in PUBLISH
         (0x30, h("00 01 74 02 0B 00"), 5, 0x82),  # subscription id 0
+        (0x30, h("00 01 74 06 08 00 03 61 2F 23"), 5, 0x90),  # response topic a/#
         (0x36, h("00 01 74"), 4, 0x81),  # QoS 3
         (0x40, h("00 00"), 4, 0x82),  # PUBACK packet id 0
         (0x40, h("00 01 00"), 4, 0x81),  # trailing byte below 5.0
