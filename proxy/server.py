@@ -338,6 +338,15 @@ class ClientConnection(asyncio.Protocol):
             self.session.release()
         self.server.connection_closed(self)
 
+    def begin_shutdown(self) -> None:
+        """Say goodbye (5.0: DISCONNECT 0x8B) and close once written data is flushed."""
+        if self.closed:
+            return
+        if self.session is None:
+            self.abort()
+            return
+        self.handle(self.session.server_shutdown())
+
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
@@ -380,8 +389,12 @@ class Server:
 
     # -- start / stop
 
-    async def start(self) -> None:
-        """Start the embedded broker if configured, bind every listener, accept."""
+    async def start(self, sockets: dict[str, socket.socket] | None = None) -> None:
+        """Start the embedded broker if configured, bind every listener, accept.
+
+        ``sockets``: already bound listening sockets by listener name (the multi-worker
+        mode hands each worker SO_REUSEPORT sockets); the others are bound here.
+        """
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         if self.config.upstream.embedded:
@@ -392,16 +405,20 @@ class Server:
             self.upstream_address = (self.embedded.host, self.embedded.port)
         for lc in self.config.listeners:
             listener = _Listener(lc, server_context(lc.tls), self._settings(lc))
-            family = socket.AF_INET6 if ":" in lc.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((lc.host, lc.port))
-                sock.listen(1024)
-            except OSError:
-                sock.close()
-                await self._stop_listeners()
-                raise
+            given = (sockets or {}).get(lc.name)
+            if given is not None:
+                sock = given
+            else:
+                family = socket.AF_INET6 if ":" in lc.host else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((lc.host, lc.port))
+                    sock.listen(1024)
+                except OSError:
+                    sock.close()
+                    await self._stop_listeners()
+                    raise
             sock.setblocking(False)
             listener.sock = sock
             self.listeners.append(listener)
@@ -467,6 +484,8 @@ class Server:
         if grace is None:
             grace = self.config.shutdown_grace
         await self._stop_listeners()
+        for conn in list(self.connections):
+            conn.begin_shutdown()
         if self.connections and grace > 0:
             self._drained = asyncio.Event()
             with contextlib.suppress(TimeoutError):

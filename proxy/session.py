@@ -78,6 +78,7 @@ RC_NOT_AUTHORIZED = 0x87
 RC_SERVER_UNAVAILABLE = 0x88
 RC_BAD_AUTH_METHOD = 0x8C
 RC_TOPIC_ALIAS_INVALID = 0x94
+RC_SERVER_SHUTTING_DOWN = 0x8B
 RC_QUOTA_EXCEEDED = 0x97
 
 # MQTT 3.1 / 3.1.1 CONNACK return codes.
@@ -439,6 +440,15 @@ class Session:
         """Rebind to the store's current snapshot now (after a reload), not at the next packet."""
         if self.state is State.RELAY and self._policy is not None:
             self._refresh_policy()
+        return self._take()
+
+    def server_shutdown(self) -> tuple[Event, ...] | list[Event]:
+        """The proxy is stopping: tell a 5.0 client (DISCONNECT 0x8B), then close."""
+        if self.state is State.RELAY and self._level == PROTOCOL_5:
+            self._send_client(
+                Disconnect(reason_code=RC_SERVER_SHUTTING_DOWN, properties=[]).encode(PROTOCOL_5)
+            )
+        self._close("server shutting down")
         return self._take()
 
     def release(self) -> None:

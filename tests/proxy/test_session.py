@@ -677,3 +677,25 @@ def test_close_paths_are_idempotent(store: PolicyStore) -> None:
     assert any(isinstance(e, Close) for e in h.session.client_closed())
     assert h.session.client_closed() in ((), [])
     assert h.session.client_data(b"\x30\x00") in ((), [])
+
+
+@pytest.mark.parametrize(("level", "expected"), [(4, []), (5, [(Disconnect, 0x8B)])])
+def test_server_shutdown_says_goodbye_to_5_clients(
+    store: PolicyStore, level: int, expected: list[Any]
+) -> None:
+    h = Harness(store)
+    h.connect(level=level)
+    h.client_got()
+    assert any(isinstance(e, Close) for e in h.session.server_shutdown())
+    assert [(type(p), p.reason_code) for p in h.client_got()] == expected
+
+
+@pytest.mark.parametrize("claimed", [2, 6, 9])
+def test_unsupported_protocol_level_gets_connack_1(store: PolicyStore, claimed: int) -> None:
+    h = Harness(store)
+    body = b"\x00\x04MQTT" + bytes([claimed]) + b"\x02\x00\x3c\x00\x01x"
+    events = h.client(bytes([0x10, len(body)]) + body)
+    assert any(isinstance(e, Close) for e in events)
+    got = h.client_got()
+    assert [(type(p), p.reason_code) for p in got] == [(Connack, 1)]
+    assert h.to_upstream == []
