@@ -133,8 +133,8 @@ def test_reader_is_dead_after_an_error() -> None:
         reader.feed(pub())
 
 
-def test_frames_before_the_error_are_not_lost_silently() -> None:
-    """The error is raised for the stream; callers learn nothing was returned."""
+def test_error_after_good_frames_in_the_same_chunk_still_raises() -> None:
+    """A bad packet anywhere in a chunk fails the whole feed: the connection is over."""
     reader = FrameReader()
     with pytest.raises(MQTTProtocolError):
         reader.feed(pub() + b"\x00\x00")
@@ -146,3 +146,11 @@ def test_empty_feed() -> None:
     assert reader.feed(pub()[:1]) == []
     assert reader.feed(b"") == []
     assert reader.pending == 1
+
+
+def test_memoryview_and_bytearray_chunks() -> None:
+    data = pub() * 2
+    reader = FrameReader()
+    assert len(reader.feed(bytearray(data[:50]))) == 0
+    frames = reader.feed(memoryview(data)[50:])  # type: ignore[arg-type]
+    assert [bytes(reader.buffer[s:e]) for _, s, _, e in frames] == [pub(), pub()]

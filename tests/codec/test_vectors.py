@@ -9,6 +9,7 @@ from mqttgate.codec import (
     Connect,
     Disconnect,
     FrameReader,
+    MQTTProtocolError,
     Pingreq,
     Pingresp,
     PropertyId,
@@ -315,3 +316,16 @@ def test_five_only_fields_are_dropped_below_five() -> None:
     assert Puback(1, 0x87, [(P.REASON_STRING, "x")]).encode(4) == h("40 02 00 01")
     assert Unsuback(1, [0x11]).encode(4) == h("B0 02 00 01")
     assert Disconnect(0x8E).encode(4) == h("E0 00")
+
+
+def test_decode_accepts_memoryview_bodies() -> None:
+    raw = Publish("a/b", b"hi", 1, packet_id=3).encode(4)
+    assert decode_packet(raw[0], memoryview(raw)[2:], 4) == Publish("a/b", b"hi", 1, packet_id=3)
+
+
+def test_bridge_protocol_level_bit_is_unsupported() -> None:
+    """Mosquitto bridges set bit 7 of the level (0x84); we only speak plain levels."""
+    body = mqtt_str("MQTT") + h("84 02 00 00") + mqtt_str("c")
+    with pytest.raises(MQTTProtocolError) as exc:
+        decode_packet(0x10, body, 4)
+    assert exc.value.reason_code == 0x84
