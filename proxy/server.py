@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mqttgate.policy import Authenticator, AuthResult, PolicyStore
-from mqttgate.proxy.audit import AuditLog
+from mqttgate.proxy.audit import AuditLog, DenialLimiter
 from mqttgate.proxy.backoff import PerUserLimiter
 from mqttgate.proxy.config import Config, ListenerConfig
 from mqttgate.proxy.metrics import ConnStats, Metrics
@@ -121,6 +121,7 @@ class ClientConnection(asyncio.Protocol):
         "_upstream_paused",
         "accepted_at",
         "closed",
+        "denials",
         "listener",
         "peer",
         "server",
@@ -142,6 +143,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self._connect_timer: asyncio.TimerHandle | None = None
         self._upstream_paused = False
+        #: Collapses repeated identical denial lines; made at the first denial.
+        self.denials: DenialLimiter | None = None
 
     # -- asyncio.Protocol (first the plain socket, then the TLS transport)
 
@@ -336,6 +339,14 @@ class ClientConnection(asyncio.Protocol):
             self.upstream.close()
         if self.session is not None:
             self.session.release()
+            if self.denials is not None:
+                self.server.audit.flush_denials(
+                    listener=self.listener.config.name,
+                    remote=self.peer,
+                    identity=self.session.identity,
+                    client_id=self.session.client_id,
+                    limiter=self.denials,
+                )
         self.server.connection_closed(self)
 
     def begin_shutdown(self) -> None:
@@ -567,6 +578,8 @@ class Server:
 
     def audit_denied(self, conn: ClientConnection, event: Denial) -> None:
         session = conn.session
+        if conn.denials is None:
+            conn.denials = DenialLimiter()
         self.audit.denied(
             listener=conn.listener.config.name,
             remote=conn.peer,
@@ -575,6 +588,7 @@ class Server:
             action=event.action,
             topic=event.topic,
             reason="not_authorized",
+            limiter=conn.denials,
         )
 
     # -- internals

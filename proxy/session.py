@@ -786,6 +786,10 @@ class Session:
                     allowed = self._may_write(topic)
                 if allowed:
                     stats.pub_in_allowed += 1
+                    if peek.qos == 2 and self._denied_in_qos2:
+                        # A 5.0 flow ends at our PUBREC 0x87, so the client may reuse the id
+                        # at once: its next PUBREL belongs to the broker again.
+                        self._denied_in_qos2.discard(peek.packet_id)  # type: ignore[arg-type]
                     if peek.topic_alias is not None:
                         alias = self._c2b_alias
                         assert alias is not None

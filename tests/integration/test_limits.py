@@ -239,3 +239,32 @@ def test_v5_client_max_packet_size_is_honoured(
     finally:
         pub.close()
         small.close()
+
+
+def test_repeated_denials_are_audited_without_flooding(
+    running_proxy: Callable[..., ProxyHandle], mosquitto: Broker, certs: Certs, audit: AuditCatcher
+) -> None:
+    proxy = running_proxy(upstream=mosquitto.address)
+    client, connack = raw_login(proxy, certs, "bob")
+    assert connack.reason_code == 0
+    for i in range(20):
+        client.send(
+            Publish(topic="factory/line1/x", payload=b"x", qos=1, packet_id=i + 1).encode(4)
+        )
+        assert client.read_packet() is not None  # PUBACK from the proxy
+    client.close()
+    deadline = time.monotonic() + 3
+    while (
+        not any(e["event"] == "denied_suppressed" for e in audit.events)
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    denied = [e for e in audit.events if e["event"] == "denied"]
+    suppressed = [e for e in audit.events if e["event"] == "denied_suppressed"]
+    assert 1 <= len(denied) <= 5
+    assert all(
+        (e["identity"], e["action"], e["topic"]) == ("bob", "publish", "factory/line1/x")
+        for e in denied
+    )
+    assert sum(e["suppressed"] for e in suppressed) == 20 - len(denied)
+    assert proxy.metric("mqttgate_publish_total", {"direction": "in", "decision": "denied"}) == 20

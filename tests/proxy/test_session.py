@@ -699,3 +699,16 @@ def test_unsupported_protocol_level_gets_connack_1(store: PolicyStore, claimed: 
     got = h.client_got()
     assert [(type(p), p.reason_code) for p in got] == [(Connack, 1)]
     assert h.to_upstream == []
+
+
+def test_reused_packet_id_after_a_denied_qos2_belongs_to_the_broker(store: PolicyStore) -> None:
+    h = Harness(store)
+    h.connect(level=5)
+    h.client_got()
+    h.client(Publish(topic="factory/line2/x", payload=b"x", qos=2, packet_id=7))
+    assert [(type(p), p.reason_code) for p in h.client_got()] == [(Pubrec, 0x87)]
+    # 5.0: the flow is over; the client reuses id 7 for an allowed message
+    h.client(Publish(topic="factory/line1/x", payload=b"y", qos=2, packet_id=7))
+    h.client(Pubrel(packet_id=7))
+    assert [(type(p), p.packet_id) for p in h.upstream_got()] == [(Publish, 7), (Pubrel, 7)]
+    assert h.client_got() == []
