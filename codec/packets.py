@@ -493,6 +493,8 @@ class Suback:
     properties: Properties = field(default_factory=list)
 
     def encode(self, protocol_level: int) -> bytes:
+        if not self.reason_codes:
+            raise MQTTProtocolError(PROTOCOL_ERROR, "SUBACK: no reason code")
         out = bytearray(_packet_id(self.packet_id, "SUBACK"))
         if protocol_level >= PROTOCOL_5:
             out += encode_properties(self.properties, PacketType.SUBACK)
@@ -564,6 +566,8 @@ class Unsuback:
     def encode(self, protocol_level: int) -> bytes:
         out = bytearray(_packet_id(self.packet_id, "UNSUBACK"))
         if protocol_level >= PROTOCOL_5:
+            if not self.reason_codes:
+                raise MQTTProtocolError(PROTOCOL_ERROR, "UNSUBACK: no reason code")
             out += encode_properties(self.properties, PacketType.UNSUBACK)
             for code in self.reason_codes:
                 _check_reason(PacketType.UNSUBACK, code, protocol_level)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 from mqttgate.codec import (
+    Auth,
+    Connack,
     Connect,
     MQTTProtocolError,
     Publish,
+    Suback,
     Subscribe,
     Subscription,
+    Unsuback,
     decode_packet,
     validate_topic_filter,
     validate_topic_name,
@@ -188,8 +192,21 @@ def test_validate_topic_filter_rejects(bad: str) -> None:
         Publish("t", properties=[(0x23, "x")]),
         Publish("\ud800"),
         Publish("x" * 70_000),
+        Suback(1, []),
+        Suback(1, [0x87]),  # not a 3.1.1 return code
+        Connack(reason_code=0x87),  # not a 3.1.1 return code
     ],
 )
 def test_encoder_refuses_invalid_packets(packet: object) -> None:
     with pytest.raises(MQTTProtocolError):
         packet.encode(5 if isinstance(packet, Publish) and packet.properties else 4)  # type: ignore[attr-defined]
+
+
+def test_five_only_encoder_checks() -> None:
+    with pytest.raises(MQTTProtocolError):
+        Unsuback(1, []).encode(5)
+    with pytest.raises(MQTTProtocolError):
+        Auth(0x87).encode(5)
+    with pytest.raises(MQTTProtocolError):
+        Auth().encode(4)
+    assert Unsuback(1, []).encode(4) == b"\xb0\x02\x00\x01"
