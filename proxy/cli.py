@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import tempfile
 from importlib import metadata
@@ -50,18 +49,25 @@ def cmd_check_config(path: str) -> int:
 
 async def _serve(config_path: Path, banner: str | None) -> int:
     from mqttgate.proxy.config import load_config
+    from mqttgate.proxy.http import start_http_server
+    from mqttgate.proxy.reload import FileWatcher, install_signal_handlers
     from mqttgate.proxy.server import Server
 
     config = load_config(config_path)
     server = Server(config)
     await server.start()
     loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Task[None]] = []
 
-    def stop() -> None:
-        if not stopping:
-            log.info("shutting down (grace %.1fs)", config.shutdown_grace)
-            stopping.append(loop.create_task(server.shutdown(config.shutdown_grace)))
+    async def readiness() -> dict[str, bool]:
+        await server.check_upstream()
+        return server.readiness()
+
+    http = None
+    if config.metrics.bind is not None:
+        http = await start_http_server(
+            config.metrics.bind, registry=server.metrics.registry, readiness=readiness
+        )
+        log.info("operations endpoint on http://%s/metrics", config.metrics.bind)
 
     def reload() -> None:
         ok_policy = server.reload_policy()
@@ -72,16 +78,36 @@ async def _serve(config_path: Path, banner: str | None) -> int:
             "ok" if ok_tls else "kept old",
         )
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop)
+    def reload_policy() -> None:
+        ok = server.reload_policy()
+        log.info("users file changed: policy %s", "ok" if ok else "kept old")
+
+    async def stop() -> None:
+        log.info("shutting down (grace %.1fs)", config.shutdown_grace)
+        if watcher is not None:
+            await watcher.stop()
+        if http is not None:
+            http.close()
+        server.flush_metrics()
+        await server.shutdown(config.shutdown_grace)
+
+    watcher = None
+    if config.policy.reload == "watch":
+        watcher = FileWatcher([config.policy.file], reload_policy)
+        watcher.start()
+    uninstall = None
+    # SIGHUP always reloads the users file and the TLS files (docs/design.md).
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
-        loop.add_signal_handler(signal.SIGHUP, reload)
+        uninstall = install_signal_handlers(loop, reload, stop)
     ports = server.ports()
     log.info("mqttgate %s ready: %s", _version(), ", ".join(f"{n}={p}" for n, p in ports.items()))
     if banner is not None:
         print(banner, flush=True)
-    await server.serve_forever()
+    try:
+        await server.serve_forever()
+    finally:
+        if uninstall is not None:
+            uninstall()
     return 0
 
 

@@ -30,9 +30,9 @@ class EmbeddedBroker:
     async def start(self) -> None:
         from amqtt.broker import Broker
 
-        # amqtt logs every packet at info level; keep its chatter out of our log.
+        # amqtt logs every packet, and readiness probes as errors; keep it out of our log.
         for name in ("amqtt", "transitions"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         last_exc: Exception | None = None
         for _attempt in range(5):  # the free port may be taken between probe and bind
             port = free_port(self.host)

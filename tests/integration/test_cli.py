@@ -200,3 +200,45 @@ def test_serve_with_config_reloads_on_sighup_and_stops_on_sigterm(
     started = time.monotonic()
     assert proc.stop() == 0
     assert time.monotonic() - started < 5
+
+
+def test_serve_exposes_metrics_and_watches_the_users_file(
+    tmp_path: Path, certs: Certs, users_file: UsersFile, served: list[Served]
+) -> None:
+    import json
+    import urllib.request
+
+    import yaml
+
+    port, metrics_port = free_port(), free_port()
+    path = write_config(tmp_path, certs=certs, users=users_file, upstream="embedded")
+    config = yaml.safe_load(path.read_text())
+    config["listeners"][0]["bind"] = f"127.0.0.1:{port}"
+    config["metrics"] = {"bind": f"127.0.0.1:{metrics_port}"}
+    config["policy"]["reload"] = "watch"
+    config["log"]["format"] = "json"
+    path.write_text(yaml.safe_dump(config))
+    proc = Served(["serve", "--config", str(path)])
+    served.append(proc)
+    proc.wait_for(r"ready: mqtts=")
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5) as response:
+        assert response.status == 200 and json.loads(response.read())["ready"] is True
+    bob = Paho(port, certs.client_context(), username="bob", password="bob-pw")
+    try:
+        assert bob.connect() == 0
+        assert bob.subscribe("factory/line1/#") == [0x80]
+        data = dict(users_file.data)
+        data["users"]["bob"]["permissions"].append({"topic": "factory/line1/#", "access": "read"})
+        users_file.write(data)  # replaced by rename, as Kubernetes does
+        deadline = time.monotonic() + 10
+        while bob.subscribe("factory/line1/#") != [1]:
+            assert time.monotonic() < deadline, "users file change not picked up"
+            time.sleep(0.3)
+    finally:
+        bob.close()
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert 'mqttgate_connections_total{listener="mqtts"}' in text
+    assert 'mqttgate_auth_total{method="password",result="success"} 1.0' in text
+    assert 'mqttgate_policy_reloads_total{result="success"}' in text
+    assert proc.stop() == 0
