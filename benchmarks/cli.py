@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import sys
@@ -63,6 +63,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=float, help="bound of one load loop, seconds")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON and PNG")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--plot-from", type=Path, help="only redraw the PNG of a results JSON")
     args = p.parse_args(argv)
     names = []
     for s in args.scenarios:
@@ -110,12 +111,27 @@ def _measure(
     return run_storm(r, p, tag, resume=scenario == "connect-resume")
 
 
+def _replot(path: Path) -> int:
+    doc = json.loads(path.read_text())
+    summaries = {name: s["summary"] for name, s in doc["scenarios"].items()}
+    m = doc["machine"]
+    title = f"mqttgate benchmarks {doc['date']} ({m['nproc']} cores, {m['cpu_model']})"
+    png = path.with_suffix(".png")
+    if not report.plot(png, summaries, title):
+        print("nothing to plot, or matplotlib is missing", file=sys.stderr)
+        return 1
+    print(f"plot: {png}")
+    return 0
+
+
 def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.plot_from:
+        return _replot(args.plot_from)
     p = _params(args)
     signal.signal(signal.SIGTERM, _sigterm)
     raise_nofile(max(20000, p.connections * 3 + 1000))
@@ -198,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plot:
         png = args.out / f"{name}.png"
         title = f"mqttgate benchmarks {doc['date']} ({facts['nproc']} cores, {facts['cpu_model']})"
-        with contextlib.suppress(Exception):
+        try:
             if report.plot(png, summaries, title):
                 print(f"plot: {png}")
+        except Exception as exc:  # the numbers are saved; a plot can be redrawn from them
+            print(f"no plot ({type(exc).__name__}: {exc}); redraw: --plot-from {out_json}")
     return 130 if interrupted else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import sys
 import time
@@ -191,12 +192,16 @@ def start_haproxy(env: Env) -> Running:
     _ensure_broker(env)
     port = free_port()
     conf = env.folder / "haproxy.cfg"
+    # HAProxy refuses to start unless it can have 2 descriptors per connection
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    soft = 200_000 if soft == resource.RLIM_INFINITY else soft
+    maxconn = max(100, (soft - 100) // 2)
     conf.write_text(
         "\n".join(
             [
                 "global",
                 "  nbthread 1",
-                "  maxconn 9000",  # HAProxy wants 2 descriptors per connection
+                f"  maxconn {maxconn}",
                 "defaults",
                 "  mode tcp",
                 "  timeout connect 5s",
