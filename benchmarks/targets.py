@@ -68,16 +68,21 @@ class Running:
             self.server.stop()
 
 
+def _binary(name: str) -> str | None:
+    """BENCH_<NAME> (a path) if set, else PATH, else /usr/sbin (Debian puts both there)."""
+    chosen = os.environ.get(f"BENCH_{name.upper()}")
+    if chosen is not None:
+        return chosen if os.access(chosen, os.X_OK) else None
+    fallback = f"/usr/sbin/{name}"
+    return shutil.which(name) or (fallback if os.access(fallback, os.X_OK) else None)
+
+
 def mosquitto_binary() -> str | None:
-    return shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
-    )
+    return _binary("mosquitto")
 
 
 def haproxy_binary() -> str | None:
-    return shutil.which("haproxy") or (
-        "/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None
-    )
+    return _binary("haproxy")
 
 
 def _mosquitto_conf(path: Path, port: int, certs: Certs | None) -> None:

@@ -79,3 +79,22 @@ def test_harness_against_direct_broker_and_bare_relay(tmp_path: Path) -> None:
     )
     assert set(doc["goals"]) >= {"qos0_throughput_vs_bare_relay", "p99_added_latency_ms"}
     assert "msgs_per_s" in done.stdout  # the printed table
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
+def test_a_target_that_cannot_start_is_reported_and_the_run_goes_on(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BENCH_HAPROXY": str(tmp_path / "none")}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "qos0", "--targets", "direct,haproxy",
+         "--reps", "1", "--scale", "0.01", "--out", str(tmp_path), "--no-plot"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=50,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    [path] = tmp_path.glob("*.json")
+    doc = json.loads(path.read_text())
+    assert doc["targets"]["direct"] == "ok"
+    assert doc["targets"]["haproxy"].startswith("unavailable: haproxy is not installed")
+    assert [r["target"] for r in doc["scenarios"]["qos0"]["runs"]] == ["direct"]
+    assert "target haproxy: unavailable" in done.stdout
