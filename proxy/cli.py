@@ -11,6 +11,7 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("mqttgate")
 
@@ -47,7 +48,9 @@ def cmd_check_config(path: str) -> int:
     return 0
 
 
-async def _serve(config_path: Path, banner: str | None) -> int:
+async def _serve(config_path: Path, banner: str | None, *, worker: int | None = None) -> int:
+    """Run one proxy process; ``worker``: index when forked by the multi-worker supervisor
+    (then listeners use SO_REUSEPORT and the supervisor serves the operations endpoint)."""
     from mqttgate.proxy.config import load_config
     from mqttgate.proxy.http import start_http_server
     from mqttgate.proxy.reload import FileWatcher, install_signal_handlers
@@ -55,7 +58,12 @@ async def _serve(config_path: Path, banner: str | None) -> int:
 
     config = load_config(config_path)
     server = Server(config)
-    await server.start()
+    sockets = None
+    if worker is not None:
+        from mqttgate.proxy.workers import reuseport_socket
+
+        sockets = {lc.name: reuseport_socket(lc.host, lc.port) for lc in config.listeners}
+    await server.start(sockets)
     loop = asyncio.get_running_loop()
 
     async def readiness() -> dict[str, bool]:
@@ -63,7 +71,7 @@ async def _serve(config_path: Path, banner: str | None) -> int:
         return server.readiness()
 
     http = None
-    if config.metrics.bind is not None:
+    if config.metrics.bind is not None and worker is None:
         http = await start_http_server(
             config.metrics.bind, registry=server.metrics.registry, readiness=readiness
         )
@@ -100,7 +108,10 @@ async def _serve(config_path: Path, banner: str | None) -> int:
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
         uninstall = install_signal_handlers(loop, reload, stop)
     ports = server.ports()
-    log.info("mqttgate %s ready: %s", _version(), ", ".join(f"{n}={p}" for n, p in ports.items()))
+    who = "" if worker is None else f" (worker {worker})"
+    log.info(
+        "mqttgate %s ready%s: %s", _version(), who, ", ".join(f"{n}={p}" for n, p in ports.items())
+    )
     if banner is not None:
         print(banner, flush=True)
     try:
@@ -136,6 +147,14 @@ def cmd_serve(config: str | None, state_dir: str | None, port: int) -> int:
             print(problem, file=sys.stderr)
         return 2
     _setup_logging(cfg.log.level, cfg.log.format)
+    from mqttgate.proxy.workers import resolve_workers
+
+    workers = resolve_workers(cfg.workers)
+    if workers > 1 and cfg.upstream.embedded:
+        log.warning("workers: %d ignored: the embedded broker runs in one process", workers)
+        workers = 1
+    if workers > 1:
+        return _serve_workers(path, cfg, workers)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(_serve(path, banner))
@@ -147,6 +166,49 @@ def cmd_serve(config: str | None, state_dir: str | None, port: int) -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _serve_workers(path: Path, cfg: Any, workers: int) -> int:
+    """N forked workers sharing the listen ports; the parent serves /metrics for all."""
+    from mqttgate.proxy.http import start_http_server, tcp_probe
+    from mqttgate.proxy.server import new_event_loop
+    from mqttgate.proxy.workers import Supervisor, prepare_multiprocess_dir, run_workers
+
+    multiprocess_dir = prepare_multiprocess_dir()  # before any metric exists
+
+    def worker_main(index: int) -> int:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(_serve(path, None, worker=index))
+
+    async def parent_main(supervisor: Supervisor) -> None:
+        if cfg.metrics.bind is None:
+            return
+
+        async def readiness() -> dict[str, bool]:
+            upstream = await tcp_probe(
+                cfg.upstream.host, cfg.upstream.port, cfg.upstream.connect_timeout
+            )
+            return {"workers": supervisor.alive() == workers, "upstream": upstream}
+
+        http = await start_http_server(
+            cfg.metrics.bind,
+            registry=None,
+            readiness=readiness,
+            multiprocess_dir=supervisor.multiprocess_dir,
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            http.close()
+
+    log.info("starting %d workers", workers)
+    return run_workers(
+        workers,
+        worker_main,
+        parent_main=parent_main,
+        multiprocess_dir=multiprocess_dir,
+        stop_timeout=cfg.shutdown_grace + 5,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,10 @@ class Metrics:
         self.per_user = per_user
         r = self.registry
         self.connections_active = Gauge(
-            "mqttgate_connections_active", "Client connections currently open", registry=r
+            "mqttgate_connections_active",
+            "Client connections currently open",
+            registry=r,
+            multiprocess_mode="livesum",  # summed over live workers; ignored in one process
         )
         self.connections_total = Counter(
             "mqttgate_connections_total",
