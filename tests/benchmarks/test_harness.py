@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import wire
+from benchmarks.loadgen import stride_check
 from benchmarks.targets import mosquitto_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +36,29 @@ def test_split_finds_frames_and_keeps_the_incomplete_tail() -> None:
     assert pos == len(stream)
     first, body, end = frames[1]
     assert wire.publish_fields(stream, first, body, end) == (7, end - 300)
+
+
+def _stride_errors(stream: bytes, chunk_sizes: list[int]) -> int:
+    size = len(wire.publish("bench/t/1", bytes(64)))
+    off = bad = pos = 0
+    for n in chunk_sizes:
+        errors, off = stride_check(stream[pos : pos + n], off, size, 0x30, size - 2)
+        bad += errors
+        pos += n
+    assert pos >= len(stream)
+    return bad
+
+
+def test_stride_check_holds_across_any_chunking_and_catches_a_shifted_stream() -> None:
+    rng = random.Random(7)
+    stream = wire.publish("bench/t/1", bytes(64)) * 300
+    for _ in range(50):
+        chunks: list[int] = []
+        while sum(chunks) < len(stream):
+            chunks.append(rng.randint(1, 400))
+        assert _stride_errors(stream, chunks) == 0
+    shifted = stream[:700] + b"\x30" + stream[700:]  # one stray byte: every later packet moves
+    assert _stride_errors(shifted, [333] * 200) > 0
 
 
 @pytest.mark.integration
