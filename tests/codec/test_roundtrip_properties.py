@@ -206,3 +206,28 @@ def test_truncated_packets_are_held_and_cut_bodies_only_raise_protocol_errors(
         decode_packet(first, raw[b : max(b, e - cut)], level)
     except MQTTProtocolError as exc:
         assert exc.reason_code in (0x81, 0x82, 0x8F, 0x90)
+
+
+@given(
+    st.data(),
+    levels,
+    st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 255)), min_size=1, max_size=3),
+)
+def test_mutated_publish_peek_agrees_whenever_decode_accepts(
+    data: st.DataObject, level: int, mutations: list[tuple[int, int]]
+) -> None:
+    raw = bytearray(data.draw(publishes(level)).encode(level))
+    body = 2 if raw[1] < 0x80 else 3
+    for at, value in mutations:
+        raw[body + at % (len(raw) - body)] = value
+    buf = bytes(raw)
+    try:
+        packet = decode_packet(buf[0], buf[body:], level)
+    except MQTTProtocolError:
+        return
+    assert isinstance(packet, Publish)
+    peek = peek_publish(buf, body, len(buf), buf[0], level)
+    assert peek.topic == packet.topic.encode()
+    assert (peek.qos, peek.packet_id) == (packet.qos, packet.packet_id)
+    assert peek.topic_alias == dict(packet.properties).get(0x23)
+    assert packet.encode(level) == buf or level == 5  # 5.0 may hold non-canonical varints
