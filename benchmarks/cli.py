@@ -101,6 +101,8 @@ def _measure(
     env: Env, running: dict[str, Running], scenario: str, target: str, p: Params, tag: str
 ) -> dict[str, Any]:
     r = running[target]
+    if not r.server.alive():
+        raise Unavailable(f"{target} exited ({r.server.proc.returncode}): {r.server.log_tail(800)}")
     if scenario in FLOW_SCENARIOS:
         return run_flow(r, scenario, p, tag)
     if scenario == "memory":
@@ -178,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                                 entry["result"] = _measure(env, running, scenario, target, p, tag)
                             except (FlowError, OSError, ConnectionError, Unavailable) as exc:
                                 entry["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+                                server = running[target].server
+                                if not server.alive() and not isinstance(exc, Unavailable):
+                                    entry["error"] += f"; it exited: {server.log_tail(800)}"
                             runs.append(entry)
                             shown = entry.get("result") or {"error": entry.get("error")}
                             brief = {
