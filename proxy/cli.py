@@ -123,6 +123,7 @@ async def _serve(config_path: Path, banner: str | None, *, worker: int | None = 
 
 
 def cmd_serve(config: str | None, state_dir: str | None, port: int) -> int:
+    from mqttgate.policy import PolicyLoadError
     from mqttgate.proxy.config import ConfigError, load_config
     from mqttgate.proxy.server import new_event_loop
 
@@ -158,7 +159,11 @@ def cmd_serve(config: str | None, state_dir: str | None, port: int) -> int:
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(_serve(path, banner))
-    except OSError as exc:
+    except PolicyLoadError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     except KeyboardInterrupt:

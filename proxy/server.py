@@ -92,7 +92,13 @@ class UpstreamConnection(asyncio.Protocol):
         session = client.session
         if session is None:
             return
-        events = session.upstream_data(data)
+        try:
+            events = session.upstream_data(data)
+        except Exception as exc:
+            log.error("internal error on a broker connection for %s: %r", client.peer, exc)
+            log.debug("internal error details", exc_info=True)
+            client.abort()
+            return
         if events:
             client.handle(events)
 
@@ -156,7 +162,13 @@ class ClientConnection(asyncio.Protocol):
         session = self.session
         if session is None:
             return
-        events = session.client_data(data)
+        try:
+            events = session.client_data(data)
+        except Exception as exc:  # a bug must cost one connection, never the listener
+            log.error("internal error on a client connection from %s: %r", self.peer, exc)
+            log.debug("internal error details", exc_info=True)
+            self.abort()
+            return
         if events:
             self.handle(events)
 

@@ -278,3 +278,17 @@ def test_serve_with_workers_shares_the_port_and_sums_metrics(
         for c in clients:
             c.close()
     assert proc.stop() == 0
+
+
+def test_serve_with_a_broken_users_file_exits_with_the_problem(
+    tmp_path: Path, certs: Certs, users_file: UsersFile
+) -> None:
+    path = write_config(tmp_path, certs=certs, users=users_file, upstream="127.0.0.1:1883")
+    users_file.path.write_text(
+        "users:\n  alice:\n    grant_type: password\n    password: plain-text\n"
+    )
+    result = subprocess.run(
+        [*CLI, "serve", "--config", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "users.yaml:4" in result.stderr and "Traceback" not in result.stderr
