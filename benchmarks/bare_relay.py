@@ -59,7 +59,7 @@ class _Client(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         _nodelay(transport)
-        transport.pause_reading()  # nothing to write to until upstream is open
+        self.transport.pause_reading()  # nothing to write to until upstream is open
         asyncio.get_running_loop().create_task(self._open())
 
     async def _open(self) -> None:
@@ -107,6 +107,11 @@ def _hostport(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _finish(stop: asyncio.Future[None]) -> None:
+    if not stop.done():
+        stop.set_result(None)
+
+
 async def serve(listen: tuple[str, int], upstream: tuple[str, int], ctx: ssl.SSLContext) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
@@ -114,7 +119,7 @@ async def serve(listen: tuple[str, int], upstream: tuple[str, int], ctx: ssl.SSL
     )
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, _finish, stop)
     async with server:
         await stop
 

@@ -65,7 +65,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--plot-from", type=Path, help="only redraw the PNG of a results JSON")
     args = p.parse_args(argv)
-    names = []
+    names: list[str] = []
     for s in args.scenarios:
         if s == "all":
             names.extend(ALL_SCENARIOS)

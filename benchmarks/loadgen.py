@@ -465,7 +465,7 @@ def storm(conn: Connection, spec: StormSpec) -> None:
                 continue
             times.append(time.monotonic() - t)
             if isinstance(s, ssl.SSLSocket):
-                reused += s.session_reused
+                reused += bool(s.session_reused)
                 if spec.resume:
                     session = s.session
             _close(s)

@@ -139,7 +139,7 @@ def machine_facts() -> dict[str, Any]:
     try:
         import uvloop
 
-        facts["uvloop"] = uvloop.__version__
+        facts["uvloop"] = getattr(uvloop, "__version__", None)
     except ImportError:
         facts["uvloop"] = None
     return facts
