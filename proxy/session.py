@@ -730,10 +730,8 @@ class Session:
         return False
 
     def _may_write(self, topic: bytes) -> bool:
-        try:
-            name = validate_topic_name(topic)
-        except MQTTProtocolError:
-            raise
+        """Cache miss: validate the topic (a protocol error if invalid), then decide."""
+        name = validate_topic_name(topic)
         policy = self._policy
         assert policy is not None
         allowed = bool(policy.may_publish(name))
