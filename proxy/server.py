@@ -152,7 +152,7 @@ class ClientConnection(asyncio.Protocol):
         #: Collapses repeated identical denial lines; made at the first denial.
         self.denials: DenialLimiter | None = None
 
-    # -- asyncio.Protocol (first the plain socket, then the TLS transport)
+    # -- asyncio.Protocol (the TLS transport, once the handshake succeeded)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Called with the TLS transport once the handshake succeeded.
@@ -201,7 +201,7 @@ class ClientConnection(asyncio.Protocol):
         return session is not None and session.state is State.RELAY
 
     def tls_ready(self, transport: asyncio.Transport) -> None:
-        """The handshake succeeded: create the session and replay early bytes."""
+        """The handshake succeeded: create the session; the connect timer keeps running."""
         if self.closed:
             transport.abort()
             return
@@ -238,7 +238,9 @@ class ClientConnection(asyncio.Protocol):
         if session.state is State.RELAY:
             return
         if session.state in (State.CONNECTING_UPSTREAM, State.AWAIT_CONNACK):
-            self.server.metrics.upstream_connect_failures_total.inc()
+            if session.state is State.AWAIT_CONNACK:
+                # connected but no CONNACK; a pending TCP connect counts its own failure
+                self.server.metrics.upstream_connect_failures_total.inc()
             self.handle(session.upstream_failed())
         else:
             log.debug("connect timeout from %s", self.peer)
@@ -246,12 +248,12 @@ class ClientConnection(asyncio.Protocol):
 
     def handle(self, events: Iterable[Event]) -> None:
         """Act on the session's events (rare: never per relayed packet)."""
+        close = False
         for event in events:
             kind = type(event)
             if kind is Close:
-                self.close()
-                return
-            if kind is Denial:
+                close = True
+            elif kind is Denial:
                 self.server.audit_denied(self, event)  # type: ignore[arg-type]
             elif kind is AuthOutcome:
                 self.server.audit_auth(self, event)  # type: ignore[arg-type]
@@ -261,6 +263,8 @@ class ClientConnection(asyncio.Protocol):
                 self._open_upstream()
             elif kind is Ready:
                 self._ready()
+        if close:
+            self.close()
 
     def _verify_password(self, event: VerifyPassword) -> None:
         if self.transport is not None:

@@ -221,3 +221,25 @@ def test_bad_client_certificates_are_refused_and_counted(
         assert good.connect() == 0
     finally:
         good.close()
+
+
+def test_silent_broker_is_server_unavailable_within_the_connect_timeout(
+    running_proxy: Callable[..., ProxyHandle], certs: Certs
+) -> None:
+    with socket.socket() as silent:  # accepts TCP (backlog) but never answers CONNECT
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        proxy = running_proxy(
+            upstream=f"127.0.0.1:{silent.getsockname()[1]}", limits={"connect_timeout": 1}
+        )
+        started = time.monotonic()
+        connect = Connect(protocol_level=5, client_id="x", username="alice", password=b"alice-pw")
+        assert raw_connack(proxy, certs, connect)[0] == 0x88
+        assert time.monotonic() - started < 3
+        assert proxy.metric("mqttgate_upstream_connect_failures_total") == 1
+        assert (
+            proxy.metric(
+                "mqttgate_auth_total", {"method": "password", "result": "upstream_unavailable"}
+            )
+            == 1
+        )
