@@ -20,7 +20,7 @@ from typing import Any
 
 from mqttgate.policy import Authenticator, AuthResult, PolicyStore
 from mqttgate.proxy.audit import AuditLog, DenialLimiter
-from mqttgate.proxy.backoff import PerUserLimiter
+from mqttgate.proxy.backoff import AuthBackoff, PerUserLimiter
 from mqttgate.proxy.config import Config, ListenerConfig
 from mqttgate.proxy.metrics import ConnStats, Metrics
 from mqttgate.proxy.proxyproto import V2_MAX, ProxyHeaderError, parse_proxy_header
@@ -269,6 +269,24 @@ class ClientConnection(asyncio.Protocol):
     def _verify_password(self, event: VerifyPassword) -> None:
         if self.transport is not None:
             self.transport.pause_reading()
+        delay = self.server.backoff.delay_for(self.host)
+        if delay > 0:
+            # An address that keeps failing waits longer each time (the connect timer
+            # still closes it at its deadline); the hash is not even computed meanwhile.
+            self.server.loop.call_later(delay, self._start_verification, event)
+        else:
+            self._start_verification(event)
+
+    @property
+    def host(self) -> str:
+        peer = self.peer
+        if isinstance(peer, tuple) and peer:
+            return str(peer[0])
+        return str(peer)
+
+    def _start_verification(self, event: VerifyPassword) -> None:
+        if self.closed:
+            return
         server = self.server
         future = server.loop.run_in_executor(
             server.executor,
@@ -399,6 +417,7 @@ class Server:
         self.authenticator = Authenticator()
         per_user = config.limits.max_connections_per_user
         self.limiter = PerUserLimiter(per_user if per_user > 0 else None)
+        self.backoff = AuthBackoff()
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="mqttgate-auth"
         )
@@ -583,6 +602,11 @@ class Server:
 
     def audit_auth(self, conn: ClientConnection, event: AuthOutcome) -> None:
         self.metrics.auth(event.method, event.result, event.username)
+        if event.method == "password":
+            if event.result == "bad_credentials":
+                self.backoff.failure(conn.host)
+            elif event.result == "success":
+                self.backoff.success(conn.host)
         self.audit.auth(
             listener=conn.listener.config.name,
             remote=conn.peer,

@@ -243,3 +243,21 @@ def test_silent_broker_is_server_unavailable_within_the_connect_timeout(
             )
             == 1
         )
+
+
+def test_repeated_failures_from_one_address_are_slowed_down(
+    proxy: ProxyHandle, certs: Certs
+) -> None:
+    connect = Connect(protocol_level=4, client_id="x", username="alice", password=b"guess")
+    times = []
+    for _ in range(6):
+        started = time.monotonic()
+        assert raw_connack(proxy, certs, connect)[0] == 4
+        times.append(time.monotonic() - started)
+    assert times[5] - min(times[:5]) >= 0.4  # from the 6th failure on: 0.5 s, then doubling
+    # the right password still works (after its own wait) and clears the record
+    good = Connect(protocol_level=4, client_id="x", username="alice", password=b"alice-pw")
+    assert raw_connack(proxy, certs, good)[0] == 0
+    started = time.monotonic()
+    assert raw_connack(proxy, certs, connect)[0] == 4
+    assert time.monotonic() - started < times[5]
