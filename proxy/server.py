@@ -605,7 +605,7 @@ class Server:
         if event.method == "password":
             if event.result == "bad_credentials":
                 self.backoff.failure(conn.host)
-            elif event.result == "success":
+            elif event.result == "success" and len(self.backoff):
                 self.backoff.success(conn.host)
         self.audit.auth(
             listener=conn.listener.config.name,
@@ -688,19 +688,20 @@ class Server:
         deadline = conn.accepted_at + self.config.limits.connect_timeout
         phase = "proxy"
         try:
-            async with asyncio.timeout_at(deadline):
-                if listener.config.proxy_protocol:
+            if listener.config.proxy_protocol:
+                async with asyncio.timeout_at(deadline):
                     source = await self._read_proxy_header(sock)
-                    if source is not None:
-                        conn.peer = source
-                phase = "tls"
-                # With ssl= the handshake error is raised here, so it can be counted.
-                await loop.connect_accepted_socket(
-                    lambda: conn,
-                    sock,
-                    ssl=listener.context,
-                    ssl_handshake_timeout=max(deadline - loop.time(), 0.001),
-                )
+                if source is not None:
+                    conn.peer = source
+            phase = "tls"
+            # With ssl= the handshake error is raised here, so it can be counted; the
+            # handshake timeout ends at the connect deadline.
+            await loop.connect_accepted_socket(
+                lambda: conn,
+                sock,
+                ssl=listener.context,
+                ssl_handshake_timeout=max(deadline - loop.time(), 0.001),
+            )
         except asyncio.CancelledError:
             with contextlib.suppress(OSError):
                 sock.close()

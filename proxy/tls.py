@@ -61,6 +61,8 @@ def classify_handshake_error(exc: BaseException) -> str:
     """Map a failed handshake to a metric label of ``tls_handshake_failures_total``."""
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, ConnectionAbortedError) and "taking longer" in str(exc):
+        return "timeout"  # the loop's ssl_handshake_timeout fired
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = exc.verify_code
         if code == _X509_EXPIRED:

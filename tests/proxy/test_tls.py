@@ -130,6 +130,10 @@ def test_expired_and_not_yet_valid_client_certificates(
 
 def test_other_errors() -> None:
     assert classify_handshake_error(TimeoutError()) == "timeout"
+    aborted = ConnectionAbortedError(
+        "SSL handshake is taking longer than 2.0 seconds: aborting the connection"
+    )
+    assert classify_handshake_error(aborted) == "timeout"
     assert classify_handshake_error(ConnectionResetError()) == "other"
 
 
