@@ -683,10 +683,19 @@ class Session:
             self._c2b_alias.maximum = int(
                 get_property(connack.properties, _P_TOPIC_ALIAS_MAXIMUM, 0) or 0
             )
+            props = connack.properties
+            changed = False
             if self._assigned_id is not None:
-                connack.properties = _replace_property(
-                    connack.properties, _P_ASSIGNED_CLIENT_ID, self._assigned_id
-                )
+                props = _replace_property(props, _P_ASSIGNED_CLIENT_ID, self._assigned_id)
+                changed = True
+            # Tell the client our packet size limit, so it does not learn it by DISCONNECT.
+            limit = self.settings.max_packet_size
+            theirs = get_property(props, _P_MAXIMUM_PACKET_SIZE)
+            if connack.reason_code == RC_SUCCESS and (theirs is None or int(theirs) > limit):
+                props = _replace_property(props, _P_MAXIMUM_PACKET_SIZE, limit)
+                changed = True
+            if changed:
+                connack.properties = props
                 self._send_client(connack.encode(level))
             else:
                 self._send_client(buf[start:end])

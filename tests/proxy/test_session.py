@@ -712,3 +712,15 @@ def test_reused_packet_id_after_a_denied_qos2_belongs_to_the_broker(store: Polic
     h.client(Pubrel(packet_id=7))
     assert [(type(p), p.packet_id) for p in h.upstream_got()] == [(Publish, 7), (Pubrel, 7)]
     assert h.client_got() == []
+
+
+def test_5_clients_learn_the_packet_size_limit_from_the_connack(store: PolicyStore) -> None:
+    h = Harness(store, max_packet_size=4096)
+    h.connect(level=5)
+    (connack,) = h.client_got()
+    assert dict(connack.properties)[P_MAXIMUM_PACKET_SIZE] == 4096
+    # a smaller broker limit is passed on unchanged
+    h2 = Harness(store, max_packet_size=4096)
+    h2.connect(level=5, connack=Connack(properties=[(P_MAXIMUM_PACKET_SIZE, 1000)]))
+    (connack,) = h2.client_got()
+    assert dict(connack.properties)[P_MAXIMUM_PACKET_SIZE] == 1000
