@@ -406,17 +406,20 @@ class ProxyHandle:
 def running_proxy(
     tmp_path: Path, certs: Certs, users_file: UsersFile
 ) -> Iterator[Callable[..., ProxyHandle]]:
-    """``running_proxy(upstream=..., **options)`` -> a started ProxyHandle, stopped at teardown.
+    """``running_proxy(config_path)`` or ``running_proxy(upstream=..., **options)`` -> a
+    started :class:`ProxyHandle` (listener ``mqtts`` on ``handle.port``), stopped at teardown.
 
     ``upstream`` is a broker address (``mosquitto.address``) or ``"embedded"``; the options
-    are those of :func:`write_config`, or ``config=Path`` for a ready config file.
+    are those of :func:`write_config`. A ready config file should name its first listener
+    ``mqtts`` and bind port 0 (or a free port). Teardown fails the test if the proxy's loop
+    saw an unhandled error or a traceback was logged.
     """
     handles: list[ProxyHandle] = []
     tracebacks = _TracebackCatcher()
     logging.getLogger("mqttgate").addHandler(tracebacks)
 
     def start(
-        upstream: str = "embedded", config: Path | None = None, **options: Any
+        config: Path | None = None, *, upstream: str = "embedded", **options: Any
     ) -> ProxyHandle:
         path = config or write_config(
             tmp_path, certs=certs, users=users_file, upstream=upstream, **options

@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import trustme
 from mqttgate.codec import Connack, Connect, Disconnect
 
 from .clients import V5, Paho, RawClient
-from .conftest import Broker, Certs, ProxyHandle
+from .conftest import Broker, Certs, ProxyHandle, UsersFile, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +102,22 @@ def test_tls_reload_swaps_the_server_certificate(
     certs.server_key.write_text("not a key")
     assert proxy.call(proxy.server.reload_tls) is False
     c = Paho(proxy.port, new_ctx, username="alice", password="alice-pw")
+    try:
+        assert c.connect() == 0
+    finally:
+        c.close()
+
+
+def test_running_proxy_accepts_a_ready_config_file(
+    running_proxy: Callable[..., ProxyHandle],
+    mosquitto: Broker,
+    certs: Certs,
+    users_file: UsersFile,
+    tmp_path: Path,
+) -> None:
+    path = write_config(tmp_path, certs=certs, users=users_file, upstream=mosquitto.address)
+    proxy = running_proxy(path)
+    c = Paho(proxy.port, certs.client_context(), username="bob", password="bob-pw")
     try:
         assert c.connect() == 0
     finally:
