@@ -547,6 +547,8 @@ class Session:
         self._client_reader.protocol_level = packet.protocol_level
         if len(frames) > 1:
             self._defer(buf, frames[1:])
+            if self.state is State.CLOSED:
+                return
         self._on_connect(packet)
 
     @staticmethod

@@ -724,3 +724,14 @@ def test_5_clients_learn_the_packet_size_limit_from_the_connack(store: PolicySto
     h2.connect(level=5, connack=Connack(properties=[(P_MAXIMUM_PACKET_SIZE, 1000)]))
     (connack,) = h2.client_got()
     assert dict(connack.properties)[P_MAXIMUM_PACKET_SIZE] == 1000
+
+
+def test_too_much_pipelined_data_before_the_connack_closes(store: PolicyStore) -> None:
+    h = Harness(store, max_packet_size=128)
+    connect = Connect(
+        protocol_level=4, client_id="p", username="alice", password=b"alice-pw"
+    ).encode(4)
+    flood = Publish(topic="factory/line1/a", payload=b"x" * 100).encode(4) * 700  # ~83 KiB
+    events = h.session.client_data(connect + flood)
+    assert [type(e) for e in events] == [Close]
+    assert h.to_upstream == [] and h.session.state is State.CLOSED
