@@ -601,7 +601,10 @@ class Server:
                 flush(conn.stats)
 
     def audit_auth(self, conn: ClientConnection, event: AuthOutcome) -> None:
-        self.metrics.auth(event.method, event.result, event.username)
+        # A per-user label only for names that passed the user lookup: a failed login's
+        # name is the client's choice and must not create label values.
+        known = event.result not in ("bad_credentials", "bad_auth_method")
+        self.metrics.auth(event.method, event.result, event.username if known else None)
         if event.method == "password":
             if event.result == "bad_credentials":
                 self.backoff.failure(conn.host)

@@ -281,7 +281,6 @@ class Session:
         "_upstream_reader",
         "_username",
         "_wcache",
-        "_will",
         "authenticator",
         "peer_cn",
         "settings",
@@ -326,7 +325,6 @@ class Session:
         self._client_max = 0
         self._upstream_connect: bytes | None = None
         self._upstream_connect_packet: Any = None
-        self._will: Any = None
         # Allocated on first use: most connections never need them.
         self._deferred: list[tuple[bytes, list[tuple[int, int, int, int]]]] | None = None
         self._deferred_bytes = 0
@@ -588,7 +586,6 @@ class Session:
             client_id = generate_client_id()
             self._assigned_id = client_id
         self._client_id = client_id
-        self._will = packet.will
         self._upstream_connect_packet = packet
         snapshot = self.store.current
         self._snapshot = snapshot
@@ -610,6 +607,7 @@ class Session:
 
     def _auth_done(self, result: AuthResult) -> None:
         packet: Connect = self._upstream_connect_packet
+        self._upstream_connect_packet = None  # it holds the password: keep it no longer
         if result is AuthResult.BAD_CREDENTIALS:
             self._emit(
                 AuthOutcome(self._auth_method, "bad_credentials", self._username, self._client_id)
@@ -666,7 +664,6 @@ class Session:
         if self.settings.client_id_namespace:
             packet.client_id = f"{namespace_identity(identity)}/{self._client_id}"
         self._upstream_connect = packet.encode(level)
-        self._upstream_connect_packet = None
         self.state = State.CONNECTING_UPSTREAM
         self._emit(OpenUpstream())
 
