@@ -92,17 +92,32 @@ async def _serve(config_path: Path, banner: str | None, *, worker: int | None = 
 
     async def stop() -> None:
         log.info("shutting down (grace %.1fs)", config.shutdown_grace)
-        if watcher is not None:
-            await watcher.stop()
+        for w in (watcher, tls_watcher):
+            if w is not None:
+                await w.stop()
         if http is not None:
             http.close()
         server.flush_metrics()
         await server.shutdown(config.shutdown_grace)
 
-    watcher = None
+    def reload_tls() -> None:
+        log.info("TLS files changed: %s", "reloaded" if server.reload_tls() else "kept old")
+
+    watcher = tls_watcher = None
     if config.policy.reload == "watch":
         watcher = FileWatcher([config.policy.file], reload_policy)
         watcher.start()
+        # Renewed certificates (cert-manager rewrites the Secret) are served without a signal.
+        tls_files = sorted(
+            {
+                str(path)
+                for lc in config.listeners
+                for path in (lc.tls.cert_file, lc.tls.key_file, lc.tls.ca_file)
+                if path is not None
+            }
+        )
+        tls_watcher = FileWatcher(tls_files, reload_tls)
+        tls_watcher.start()
     uninstall = None
     # SIGHUP always reloads the users file and the TLS files (docs/design.md).
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
