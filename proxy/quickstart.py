@@ -148,7 +148,8 @@ def instructions(folder: Path, password: str, *, host: str = "127.0.0.1", port: 
     """Ready-to-paste client command lines for the generated set-up."""
     ca = folder / "ca.crt"
     return f"""
-mqttgate quickstart is running: TLS on {host}:{port}, an embedded broker behind it.
+mqttgate quickstart is running: TLS on {host}:{port}, an embedded broker behind it
+(MQTT 3.1.1; for MQTT 5.0 run `mqttgate serve --config` in front of Mosquitto).
 Files (CA, server certificate, users, config) are in {folder}
 
 Demo user: {DEMO_USER}    password: {password}    may use topics demo/# and users/{DEMO_USER}/#
