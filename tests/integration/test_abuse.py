@@ -160,4 +160,7 @@ def test_max_connections_refuses_cleanly(
     while proxy.active_connections() and time.monotonic() < deadline:
         time.sleep(0.02)
     still_serving(proxy, certs)
+    deadline = time.monotonic() + 3
+    while proxy.metric("mqttgate_connections_active") and time.monotonic() < deadline:
+        time.sleep(0.02)  # the last client's close reaches the proxy a moment later
     assert proxy.metric("mqttgate_connections_active") == 0
