@@ -739,7 +739,10 @@ class Server:
                 await waiter
             finally:
                 loop.remove_reader(fd)
-            peeked = sock.recv(V2_MAX, socket.MSG_PEEK)
+            try:
+                peeked = sock.recv(V2_MAX, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                continue  # spurious wake-up
             if not peeked:
                 raise ConnectionError("closed before PROXY header")
             parsed = parse_proxy_header(peeked)
