@@ -268,3 +268,26 @@ def test_repeated_denials_are_audited_without_flooding(
     )
     assert sum(e["suppressed"] for e in suppressed) == 20 - len(denied)
     assert proxy.metric("mqttgate_publish_total", {"direction": "in", "decision": "denied"}) == 20
+
+
+def test_proxy_header_split_across_segments(
+    running_proxy: Callable[..., ProxyHandle], mosquitto: Broker, certs: Certs, audit: AuditCatcher
+) -> None:
+    proxy = running_proxy(upstream=mosquitto.address, proxy_protocol=True)
+    header = b"PROXY TCP4 203.0.113.9 127.0.0.1 4444 8883\r\n"
+    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    raw.sendall(header[:9])
+    time.sleep(0.05)
+    raw.sendall(header[9:])
+    tls = certs.client_context().wrap_socket(raw, server_hostname="localhost")
+    try:
+        tls.sendall(
+            Connect(protocol_level=4, client_id="split", username="bob", password=b"bob-pw").encode(
+                4
+            )
+        )
+        assert tls.recv(4) == b"\x20\x02\x00\x00"
+    finally:
+        tls.close()
+    (auth,) = [e for e in audit.events if e["event"] == "auth"]
+    assert auth["remote"] == "203.0.113.9:4444"
