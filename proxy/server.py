@@ -288,20 +288,25 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         server = self.server
-        future = server.loop.run_in_executor(
-            server.executor,
-            server.authenticator.authenticate_password,
-            event.snapshot,
-            event.username,
-            event.password,
-        )
+        future = server.loop.run_in_executor(server.executor, self._verify_in_thread, event)
         future.add_done_callback(self._password_done)
 
-    def _password_done(self, future: asyncio.Future[AuthResult]) -> None:
+    def _verify_in_thread(self, event: VerifyPassword) -> AuthResult | None:
+        """Runs in the executor. A connection that closed while queued (a storm of logins
+        outlasting their connect timeout) costs no hash at all."""
+        if self.closed:
+            return None
+        return self.server.authenticator.authenticate_password(
+            event.snapshot, event.username, event.password
+        )
+
+    def _password_done(self, future: asyncio.Future[AuthResult | None]) -> None:
         if self.closed or self.session is None:
             return
         try:
             result = future.result()
+            if result is None:
+                return
         except Exception:
             log.exception("password verification failed")
             self.close()
@@ -418,8 +423,9 @@ class Server:
         per_user = config.limits.max_connections_per_user
         self.limiter = PerUserLimiter(per_user if per_user > 0 else None)
         self.backoff = AuthBackoff()
+        # argon2 is CPU- and memory-hard (64 MiB per hash): a few threads are enough.
         self.executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="mqttgate-auth"
+            max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="mqttgate-auth"
         )
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.listeners: list[_Listener] = []
