@@ -36,6 +36,7 @@ from mqttgate.proxy.session import (
     State,
     VerifyPassword,
 )
+from mqttgate.proxy.shutdown import ShutdownCoordinator
 from mqttgate.proxy.tls import classify_handshake_error, peer_common_name, server_context
 from mqttgate.proxy.upstream import open_upstream, probe, set_nodelay
 from prometheus_client import CollectorRegistry
@@ -536,15 +537,11 @@ class Server:
         if grace is None:
             grace = self.config.shutdown_grace
         await self._stop_listeners()
-        for conn in list(self.connections):
-            conn.begin_shutdown()
-        if self.connections and grace > 0:
-            self._drained = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(grace):
-                    await self._drained.wait()
-        for conn in list(self.connections):
-            conn.abort()
+        # The coordinator drains the live set; connection_closed() sets `drained` at empty.
+        coordinator = ShutdownCoordinator(self.connections)
+        self._drained = coordinator.drained
+        result = await coordinator.shutdown((), grace)
+        log.info("shutdown: %d connections closed, %d aborted", result.graceful, result.aborted)
         current = asyncio.current_task()
         pending = [task for task in self._tasks if task is not current]
         for task in pending:

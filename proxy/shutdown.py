@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableSet
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["GracefulConnection", "ShutdownCoordinator", "ShutdownResult"]
 
@@ -51,10 +51,16 @@ class ShutdownCoordinator:
     immediately.
     """
 
-    def __init__(self) -> None:
-        self._connections: set[GracefulConnection] = set()
-        self._empty = asyncio.Event()
-        self._empty.set()
+    def __init__(self, connections: MutableSet[Any] | None = None) -> None:
+        """``connections``: a live set its owner already keeps (the server adds a connection
+        at accept and drops it at close); the owner then sets :attr:`drained` when it
+        empties, or calls :meth:`unregister`. Without it the coordinator keeps its own set.
+        """
+        self._connections: MutableSet[Any] = connections if connections is not None else set()
+        #: Set whenever no connection is left.
+        self.drained = asyncio.Event()
+        if not self._connections:
+            self.drained.set()
         self.shutting_down = False
 
     def __len__(self) -> int:
@@ -62,14 +68,14 @@ class ShutdownCoordinator:
 
     def register(self, conn: GracefulConnection) -> None:
         self._connections.add(conn)
-        self._empty.clear()
+        self.drained.clear()
         if self.shutting_down:
             self._begin(conn)
 
     def unregister(self, conn: GracefulConnection) -> None:
         self._connections.discard(conn)
         if not self._connections:
-            self._empty.set()
+            self.drained.set()
 
     @staticmethod
     def _begin(conn: GracefulConnection) -> None:
@@ -85,11 +91,15 @@ class ShutdownCoordinator:
         self.shutting_down = True
         for server in servers:
             server.close()
+        if self._connections:  # an owner-kept set may have changed behind our back
+            self.drained.clear()
+        else:
+            self.drained.set()
         before = len(self._connections)
         for conn in list(self._connections):
             self._begin(conn)
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._empty.wait(), grace)
+            await asyncio.wait_for(self.drained.wait(), grace)
         stragglers = list(self._connections)
         for conn in stragglers:
             try:
