@@ -206,10 +206,6 @@ def test_certificate_renewal_is_served_after_sighup(running: RunningPod) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="the proxy watches only the users file so far; TLS files reload on SIGHUP",
-    strict=False,
-)
 def test_certificate_renewal_is_served_without_a_signal(running: RunningPod) -> None:
     """What cert-manager rotation needs without a restart or a signal: a watch on TLS files."""
     running.files.update(_new_certificate())
