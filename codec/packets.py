@@ -10,6 +10,7 @@ encoding for an older level, which lets the proxy build one object and write it 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .constants import (
     CONNACK_RETURN_CODES_3,
@@ -315,23 +316,19 @@ def _decode_publish(first_byte: int, r: Reader, level: int) -> Publish:
 # -- PUBACK / PUBREC / PUBREL / PUBCOMP ------------------------------------------------
 
 
-def _encode_ack(
-    first: int, ptype: int, packet_id: int, code: int, props: Properties, level: int
-) -> bytes:
-    name = PacketType(ptype).name
-    body = _packet_id(packet_id, name)
-    if level >= PROTOCOL_5:
-        _check_reason(ptype, code, level)
-        if props:
-            body += bytes((code,)) + encode_properties(props, ptype)
-        elif code:
-            body += bytes((code,))
-    return _frame(first, body)
+def _encode_reason_props(ptype: int, code: int, props: Properties, level: int) -> bytes:
+    """The optional 5.0 tail of acknowledgements and DISCONNECT: the reason code only when
+    it or the properties are needed, the property block only when there are properties."""
+    _check_reason(ptype, code, level)
+    if props:
+        return bytes((code,)) + encode_properties(props, ptype)
+    if code:
+        return bytes((code,))
+    return b""
 
 
-def _decode_ack(r: Reader, ptype: int, level: int) -> tuple[int, int, Properties]:
+def _decode_reason_props(r: Reader, ptype: int, level: int) -> tuple[int, Properties]:
     name = PacketType(ptype).name
-    packet_id = _read_packet_id(r, name)
     code = 0
     props: Properties = []
     if level >= PROTOCOL_5 and r.remaining():
@@ -340,75 +337,58 @@ def _decode_ack(r: Reader, ptype: int, level: int) -> tuple[int, int, Properties
         if r.remaining():
             props = read_properties(r, ptype)
     r.done(name)
-    return packet_id, code, props
+    return code, props
 
 
 @dataclass(slots=True)
-class Puback:
+class _PubAck:
+    """Fields and encoder shared by PUBACK, PUBREC, PUBREL and PUBCOMP, which differ only
+    in their packet type and fixed-header byte (each is still its own class, so equality
+    and isinstance tell them apart)."""
+
+    _PTYPE: ClassVar[int]
+    _FIRST_BYTE: ClassVar[int]
+
     packet_id: int
     reason_code: int = 0
     properties: Properties = field(default_factory=list)
 
     def encode(self, protocol_level: int) -> bytes:
-        return _encode_ack(
-            0x40,
-            PacketType.PUBACK,
-            self.packet_id,
-            self.reason_code,
-            self.properties,
-            protocol_level,
-        )
+        ptype = self._PTYPE
+        body = _packet_id(self.packet_id, PacketType(ptype).name)
+        if protocol_level >= PROTOCOL_5:
+            body += _encode_reason_props(ptype, self.reason_code, self.properties, protocol_level)
+        return _frame(self._FIRST_BYTE, body)
 
 
 @dataclass(slots=True)
-class Pubrec:
-    packet_id: int
-    reason_code: int = 0
-    properties: Properties = field(default_factory=list)
-
-    def encode(self, protocol_level: int) -> bytes:
-        return _encode_ack(
-            0x50,
-            PacketType.PUBREC,
-            self.packet_id,
-            self.reason_code,
-            self.properties,
-            protocol_level,
-        )
+class Puback(_PubAck):
+    _PTYPE = PacketType.PUBACK
+    _FIRST_BYTE = 0x40
 
 
 @dataclass(slots=True)
-class Pubrel:
-    packet_id: int
-    reason_code: int = 0
-    properties: Properties = field(default_factory=list)
-
-    def encode(self, protocol_level: int) -> bytes:
-        return _encode_ack(
-            0x62,
-            PacketType.PUBREL,
-            self.packet_id,
-            self.reason_code,
-            self.properties,
-            protocol_level,
-        )
+class Pubrec(_PubAck):
+    _PTYPE = PacketType.PUBREC
+    _FIRST_BYTE = 0x50
 
 
 @dataclass(slots=True)
-class Pubcomp:
-    packet_id: int
-    reason_code: int = 0
-    properties: Properties = field(default_factory=list)
+class Pubrel(_PubAck):
+    _PTYPE = PacketType.PUBREL
+    _FIRST_BYTE = 0x62
 
-    def encode(self, protocol_level: int) -> bytes:
-        return _encode_ack(
-            0x70,
-            PacketType.PUBCOMP,
-            self.packet_id,
-            self.reason_code,
-            self.properties,
-            protocol_level,
-        )
+
+@dataclass(slots=True)
+class Pubcomp(_PubAck):
+    _PTYPE = PacketType.PUBCOMP
+    _FIRST_BYTE = 0x70
+
+
+def _decode_ack(r: Reader, ptype: int, level: int) -> Puback | Pubrec | Pubrel | Pubcomp:
+    packet_id = _read_packet_id(r, PacketType(ptype).name)
+    code, props = _decode_reason_props(r, ptype, level)
+    return _ACK_CLASSES[ptype](packet_id, code, props)
 
 
 # -- SUBSCRIBE / SUBACK ----------------------------------------------------------------
@@ -613,15 +593,9 @@ class Disconnect:
     def encode(self, protocol_level: int) -> bytes:
         if protocol_level < PROTOCOL_5:
             return b"\xe0\x00"
-        _check_reason(PacketType.DISCONNECT, self.reason_code, protocol_level)
-        if self.properties:
-            body = bytes((self.reason_code,)) + encode_properties(
-                self.properties, PacketType.DISCONNECT
-            )
-        elif self.reason_code:
-            body = bytes((self.reason_code,))
-        else:
-            body = b""
+        body = _encode_reason_props(
+            PacketType.DISCONNECT, self.reason_code, self.properties, protocol_level
+        )
         return _frame(0xE0, body)
 
 
@@ -643,19 +617,6 @@ class Auth:
         _check_auth_props(self.properties, "AUTH")
         body = bytes((self.reason_code,)) + encode_properties(self.properties, PacketType.AUTH)
         return _frame(0xF0, body)
-
-
-def _decode_reason_props(r: Reader, ptype: int, level: int) -> tuple[int, Properties]:
-    name = PacketType(ptype).name
-    code = 0
-    props: Properties = []
-    if level >= PROTOCOL_5 and r.remaining():
-        code = r.u8(f"{name} reason code")
-        _check_reason(ptype, code, level)
-        if r.remaining():
-            props = read_properties(r, ptype)
-    r.done(name)
-    return code, props
 
 
 Packet = (
@@ -695,8 +656,7 @@ def decode_packet(first_byte: int, body: bytes | memoryview, protocol_level: int
     if ptype == 3:
         return _decode_publish(first_byte, r, level)
     if ptype in (4, 5, 6, 7):
-        packet_id, code, props = _decode_ack(r, ptype, level)
-        return _ACK_CLASSES[ptype](packet_id, code, props)
+        return _decode_ack(r, ptype, level)
     if ptype == 1:
         return _decode_connect(r)
     if ptype == 2:
