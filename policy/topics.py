@@ -170,7 +170,17 @@ class PatternTrie:
 
     def matches(self, topic: str) -> bool:
         """Whether some pattern matches the topic name `topic` (no wildcards in it)."""
-        levels = topic.split("/")
+        return self._walk(topic, False)
+
+    def covers(self, topic_filter: str) -> bool:
+        """Whether ONE pattern matches every topic that the valid filter can match."""
+        return self._walk(topic_filter, True)
+
+    def _walk(self, path: str, wildcards: bool) -> bool:
+        """Follow `path` level by level. Matching a topic name reads every level as text;
+        coverage (`wildcards`) lets a `+` level of the filter pass only through `+` patterns
+        and a `#` level only reach a `#` pattern, so that one pattern covers all of it."""
+        levels = path.split("/")
         root = self._root
         if levels[0].startswith("$"):
             # A leading wildcard never matches a `$` topic: skip the root's wildcards.
@@ -184,48 +194,21 @@ class PatternTrie:
             rest = levels
         for level in rest:
             nxt: list[_Node] = []
-            for node in frontier:
-                if node.hash_here:
-                    return True
-                child = node.children.get(level)
-                if child is not None:
-                    nxt.append(child)
-                if node.plus is not None:
-                    nxt.append(node.plus)
-            if not nxt:
-                return False
-            frontier = nxt
-        return any(node.end_here or node.hash_here for node in frontier)
-
-    def covers(self, topic_filter: str) -> bool:
-        """Whether ONE pattern matches every topic that the valid filter can match."""
-        levels = topic_filter.split("/")
-        root = self._root
-        if levels[0].startswith("$"):
-            child = root.children.get(levels[0])
-            if child is None:
-                return False
-            frontier = [child]
-            rest = levels[1:]
-        else:
-            frontier = [root]
-            rest = levels
-        for level in rest:
-            nxt: list[_Node] = []
-            for node in frontier:
-                if node.hash_here:
-                    return True
-                if level == "#":
-                    continue  # only a `#` pattern at this depth covers a `#` filter
-                if level == "+":
+            if wildcards and (level == "+" or level == "#"):
+                for node in frontier:
+                    if node.hash_here:
+                        return True
+                    if level == "+" and node.plus is not None:
+                        nxt.append(node.plus)
+            else:
+                for node in frontier:
+                    if node.hash_here:
+                        return True
+                    child = node.children.get(level)
+                    if child is not None:
+                        nxt.append(child)
                     if node.plus is not None:
                         nxt.append(node.plus)
-                    continue
-                child = node.children.get(level)
-                if child is not None:
-                    nxt.append(child)
-                if node.plus is not None:
-                    nxt.append(node.plus)
             if not nxt:
                 return False
             frontier = nxt
