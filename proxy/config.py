@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mqttgate.policy import LineMap, Problem, load_yaml
+from mqttgate.policy.yamlsource import field_name
 
 ENV_MUTUAL_TLS = "MQTTGATE_USE_MUTUAL_TLS"
 ENV_CONFIG = "MQTTGATE_CONFIG"
@@ -138,13 +139,8 @@ class _Reader:
         self.problems = problems
 
     def problem(self, path: tuple[str | int, ...], message: str) -> None:
-        line = self.lines.line(path)
-        # Point at the nearest enclosing key that has a known line.
-        probe = path
-        while line is None and probe:
-            probe = probe[:-1]
-            line = self.lines.line(probe) if probe else None
-        self.problems.append(Problem(self.file, line, _dotted(path), message))
+        # LineMap.line falls back to the nearest enclosing key that has a known line.
+        self.problems.append(Problem(self.file, self.lines.line(path), field_name(path), message))
 
     def mapping(
         self, data: Any, path: tuple[str | int, ...], allowed: tuple[str, ...]
@@ -222,16 +218,6 @@ class _Reader:
             return v
         self.problem((*path, key), "must be a non-empty string")
         return None
-
-
-def _dotted(path: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
 
 
 def _env_mutual_tls(problems: list[Problem]) -> bool | None:
