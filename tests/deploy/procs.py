@@ -20,16 +20,14 @@ from pathlib import Path
 
 import pytest
 
+# free_port is re-exported: the deployment tests import it from here.
+from tests.support.processes import free_port as free_port
+from tests.support.processes import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
 )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -70,16 +68,6 @@ def wait_for_http(
     raise AssertionError(f"{url} did not answer {status} within {timeout}s (last: {last!r})")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
 @contextlib.contextmanager
 def mosquitto(directory: Path, config_text: str) -> Iterator[subprocess.Popen[bytes]]:
     """Mosquitto with ``config_text`` as its whole configuration."""
@@ -92,7 +80,7 @@ def mosquitto(directory: Path, config_text: str) -> Iterator[subprocess.Popen[by
     try:
         yield process
     finally:
-        _stop(process)
+        stop_process(process)
         log.close()
 
 
@@ -113,7 +101,7 @@ def mqttgate(config: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield process
     finally:
-        _stop(process)
+        stop_process(process)
         log.close()
 
 

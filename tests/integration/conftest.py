@@ -33,15 +33,11 @@ from cryptography.x509.oid import NameOID
 from mqttgate.policy import hash_password
 from prometheus_client import CollectorRegistry
 
+from tests.support.processes import free_port, stop_process
+
 pytestmark = pytest.mark.integration
 
 MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(
@@ -114,12 +110,7 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     try:
         yield Broker("127.0.0.1", port, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
         if proc.stderr is not None:
             proc.stderr.close()
 
