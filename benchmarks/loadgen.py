@@ -22,6 +22,7 @@ import struct
 import time
 import traceback
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -130,6 +131,36 @@ def _drain(sock: socket.socket) -> bytes:
     return b"".join(parts)
 
 
+def _run_worker(
+    conn: Connection,
+    connect: Callable[[list[socket.socket]], None],
+    run: Callable[[list[socket.socket]], dict[str, object]],
+    linger: float,
+) -> None:
+    """The protocol of a subscriber or publisher worker: `connect` fills the socket list
+    (sockets appended before a failure are closed too), then "ready", "go", `run`, and its
+    result with the worker's own CPU time (to show that the generator is not the
+    bottleneck); the sockets stay open up to `linger` seconds, until the coordinator's
+    "stop". Any error goes to the coordinator as text."""
+    socks: list[socket.socket] = []
+    try:
+        connect(socks)
+        conn.send(("ready", None))
+        _await_go(conn, 60)
+        cpu0 = time.process_time()
+        result = run(socks)
+        result["cpu_s"] = time.process_time() - cpu0
+        conn.send(("result", result))
+        if conn.poll(linger):
+            conn.recv()
+    except Exception:
+        with contextlib.suppress(OSError):
+            conn.send(("error", traceback.format_exc(limit=3)))
+    finally:
+        for s in socks:
+            _close(s)
+
+
 # --------------------------------------------------------------------------- subscriber
 
 
@@ -161,8 +192,7 @@ class _SubState:
 
 
 def subscriber(conn: Connection, spec: SubSpec) -> None:
-    socks: list[socket.socket] = []
-    try:
+    def connect(socks: list[socket.socket]) -> None:
         ctx = spec.endpoint.context()
         for i in range(spec.connections):
             s = open_client(spec.endpoint, f"{spec.client_prefix}-{i}", ctx)
@@ -171,20 +201,8 @@ def subscriber(conn: Connection, spec: SubSpec) -> None:
             first, body = read_packet(s)
             if first >> 4 != wire.SUBACK or body[-1] >= 0x80:
                 raise ConnectionRefusedError(f"SUBACK refused: {body.hex()}")
-        conn.send(("ready", None))
-        _await_go(conn, 60)
-        cpu0 = time.process_time()
-        result = _subscribe_loop(socks, spec)
-        result["cpu_s"] = time.process_time() - cpu0  # the generator's own cost, to show
-        conn.send(("result", result))  # that it is not the bottleneck
-        if conn.poll(30):
-            conn.recv()
-    except Exception:
-        with contextlib.suppress(OSError):
-            conn.send(("error", traceback.format_exc(limit=3)))
-    finally:
-        for s in socks:
-            _close(s)
+
+    _run_worker(conn, connect, lambda socks: _subscribe_loop(socks, spec), linger=30)
 
 
 def stride_check(
@@ -315,30 +333,20 @@ class PubSpec:
 
 
 def publisher(conn: Connection, spec: PubSpec) -> None:
-    socks: list[socket.socket] = []
-    try:
+    def connect(socks: list[socket.socket]) -> None:
         ctx = spec.endpoint.context()
         for i, _ in enumerate(spec.topics):
             socks.append(open_client(spec.endpoint, f"{spec.client_prefix}-{i}", ctx))
-        conn.send(("ready", None))
-        _await_go(conn, 60)
-        cpu0 = time.process_time()
+
+    def run(socks: list[socket.socket]) -> dict[str, object]:
         if spec.rate:
-            result = _paced(socks[0], spec)
-        elif spec.qos == 0:
-            result = _blast(socks, spec)
-        else:
-            result = _windowed(socks, spec)
-        result["cpu_s"] = time.process_time() - cpu0
-        conn.send(("result", result))
-        if conn.poll(60):  # keep the sockets open until every message is delivered
-            conn.recv()
-    except Exception:
-        with contextlib.suppress(OSError):
-            conn.send(("error", traceback.format_exc(limit=3)))
-    finally:
-        for s in socks:
-            _close(s)
+            return _paced(socks[0], spec)
+        if spec.qos == 0:
+            return _blast(socks, spec)
+        return _windowed(socks, spec)
+
+    # A long linger keeps the sockets open until every message is delivered.
+    _run_worker(conn, connect, run, linger=60)
 
 
 def _blast(socks: list[socket.socket], spec: PubSpec) -> dict[str, object]:
