@@ -104,6 +104,29 @@ class FrameReader:
         self.buffer = b""
         return err
 
+    def take(self, data: bytes) -> bytes | None:
+        """The pending partial packet joined to ``data``, taken out of the reader, so that a
+        caller can forward a leading run of packets it recognises by itself and ``feed()``
+        only the rest; None while the pending packet is still incomplete (``data`` is kept).
+
+        Whatever the caller does not consume must be fed back (``feed(buf[k:])``) with
+        ``k`` at a packet boundary: every check of ``feed()`` then runs on it again.
+        """
+        if self._dead is not None:
+            raise MQTTProtocolError(self._dead.reason_code, self._dead.message)
+        pending = self._pending
+        if not pending:
+            return data
+        need = self._need
+        if need and len(pending) + len(data) < need:
+            pending += data
+            self.buffer = b""
+            return None
+        buf = bytes(pending) + data
+        self._pending = bytearray()
+        self._need = 0
+        return buf
+
     def feed(self, data: bytes) -> list[tuple[int, int, int, int]]:
         """Complete frames as ``(first_byte, start, body_start, end)`` offsets into buffer."""
         if self._dead is not None:

@@ -92,6 +92,92 @@ V3_NOT_AUTHORIZED = 5
 DECISION_CACHE_SIZE = 1024
 
 
+#: First bytes of the 3.x acknowledgements that are forwarded unchanged when their remaining
+#: length is 2: PUBACK, PUBREC, PUBREL, PUBCOMP (index: first byte; 1 = such an ack).
+_ACK_FIRST_BYTES = bytes(1 if b in (0x40, 0x50, 0x62, 0x70) else 0 for b in range(256))
+
+
+def _allowed_prefix(
+    buf: bytes, pos: int, n: int, cache: dict[bytes, bool], maxsize: int
+) -> tuple[bytes, int] | None:
+    """(fixed header + topic, packet size) of the 3.x PUBLISH at ``pos`` when its topic is
+    one already judged allowed (in ``cache``) and the whole packet passes the framer's checks;
+    None otherwise (the general path decides it)."""
+    b0 = buf[pos]
+    if b0 >> 4 != _PUBLISH or b0 & 6 == 6:
+        return None
+    p = pos + 1
+    rl = 0
+    shift = 0
+    while True:
+        if p >= n or shift > 21:
+            return None
+        b = buf[p]
+        rl |= (b & 0x7F) << shift
+        p += 1
+        if b < 0x80:
+            break
+        shift += 7
+    end = p + rl
+    if rl < 2 or end - pos > maxsize or p + 2 > n:
+        return None
+    tend = p + 2 + ((buf[p] << 8) | buf[p + 1])
+    if tend > end or tend > n or not cache.get(buf[p + 2 : tend]):
+        return None
+    return buf[pos:tend], end - pos
+
+
+def _all_start_with(buf: bytes, pos: int, k: int, prefix: bytes, size: int) -> bool:
+    """Whether the ``k`` consecutive ``size``-byte slots from ``pos`` all start with
+    ``prefix``: one strided slice per prefix byte, so the work per packet is done in C."""
+    stop = pos + k * size
+    return all(buf[pos + j : stop : size] == prefix[j : j + 1] * k for j in range(len(prefix)))
+
+
+def _allowed_run(
+    buf: bytes, cache: dict[bytes, bool], maxsize: int, prefix: bytes | None, size: int
+) -> tuple[int, int, bytes | None, int]:
+    """Length of the leading run of ``buf`` that needs no decision beyond the cache, for a
+    3.x session: PUBLISHes whose fixed header and topic are byte for byte those of one judged
+    allowed (``prefix``, which fixes the size too), and 2-byte acknowledgements.
+
+    Returns (run length, PUBLISHes in it, prefix, size): the prefix learnt on the way is
+    kept for the next chunk, since a stream usually repeats its topic. One C-level
+    ``startswith`` per packet instead of framing tuples, topic slices and dict lookups.
+    """
+    n = len(buf)
+    pos = 0
+    pubs = 0
+    startswith = buf.startswith
+    acks = _ACK_FIRST_BYTES
+    blocks = True
+    while True:
+        if prefix is not None and startswith(prefix, pos):
+            if blocks:
+                k = (n - pos) // size
+                if k > 2 and _all_start_with(buf, pos, k, prefix, size):
+                    pos += k * size
+                    pubs += k
+                    continue
+                blocks = False  # a mixed stream: packet by packet from here on
+            end = pos + size
+            if end > n:
+                break
+            pubs += 1
+        elif pos + 4 <= n and acks[buf[pos]] and buf[pos + 1] == 2:
+            end = pos + 4
+        else:
+            if pos >= n:
+                break
+            learnt = _allowed_prefix(buf, pos, n, cache, maxsize)
+            if learnt is None or learnt[0] == prefix:
+                break
+            prefix, size = learnt
+            continue
+        pos = end
+    return pos, pubs, prefix, size
+
+
 class State(IntEnum):
     AWAIT_CONNECT = 0
     AUTHENTICATING = 1
@@ -272,6 +358,8 @@ class Session:
         "_pending_subs",
         "_policy",
         "_rcache",
+        "_rprefix",
+        "_rsize",
         "_send_client",
         "_send_upstream",
         "_slot_taken",
@@ -281,6 +369,8 @@ class Session:
         "_upstream_reader",
         "_username",
         "_wcache",
+        "_wprefix",
+        "_wsize",
         "authenticator",
         "peer_cn",
         "settings",
@@ -330,6 +420,12 @@ class Session:
         self._deferred_bytes = 0
         self._wcache: dict[bytes, bool] = {}
         self._rcache: dict[bytes, bool] = {}
+        # Fixed header + topic (and size) of the last allowed 3.x PUBLISH each way; see
+        # _allowed_run. Only ever taken from a packet whose topic is in the cache.
+        self._wprefix: bytes | None = None
+        self._wsize = 0
+        self._rprefix: bytes | None = None
+        self._rsize = 0
         self._c2b_alias: _Alias | None = None
         self._b2c_alias: _Alias | None = None
         self._pending_subs: dict[int, list[int | None]] | None = None
@@ -359,6 +455,9 @@ class Session:
             return _NO_EVENTS
         self.stats.bytes_in += len(data)
         try:
+            if state is State.RELAY and self._level != PROTOCOL_5:
+                self._relay_client_runs(data)
+                return self._take()
             frames = self._client_reader.feed(data)
             if not frames:
                 return _NO_EVENTS
@@ -379,6 +478,9 @@ class Session:
             return _NO_EVENTS
         self.stats.bytes_out += len(data)
         try:
+            if self.state is State.RELAY and self._level != PROTOCOL_5:
+                self._relay_upstream_runs(data)
+                return self._take()
             frames = self._upstream_reader.feed(data)
             if frames:
                 buf = self._upstream_reader.buffer
@@ -728,6 +830,7 @@ class Session:
         assert policy is not None
         self._wcache.clear()
         self._rcache.clear()
+        self._wprefix = self._rprefix = None
         if policy.refresh(self.store.current):
             return True
         if self._level == PROTOCOL_5:
@@ -745,6 +848,7 @@ class Session:
         allowed = bool(policy.may_publish(name))
         if len(self._wcache) >= DECISION_CACHE_SIZE:
             self._wcache.clear()
+            self._wprefix = None
         self._wcache[topic] = allowed
         return allowed
 
@@ -755,10 +859,37 @@ class Session:
         allowed = bool(policy.may_read(name))
         if len(self._rcache) >= DECISION_CACHE_SIZE:
             self._rcache.clear()
+            self._rprefix = None
         self._rcache[topic] = allowed
         return allowed
 
     # ------------------------------------------------------------------ client -> broker
+
+    def _relay_client_runs(self, data: bytes) -> None:
+        """3.x relay: forward the leading run of cached-allowed packets in one write, then
+        the rest through the framer and :meth:`_relay_client`."""
+        reader = self._client_reader
+        buf = reader.take(data)
+        if buf is None:
+            return
+        policy = self._policy
+        assert policy is not None
+        if self.store.current is not policy.snapshot and not self._refresh_policy():
+            return
+        if not self._denied_in_qos2:  # else a PUBLISH or PUBREL may end a denied flow
+            pos, pubs, self._wprefix, self._wsize = _allowed_run(
+                buf, self._wcache, reader.max_packet_size, self._wprefix, self._wsize
+            )
+            if pos:
+                self.stats.pub_in_allowed += pubs
+                if pos == len(buf):
+                    self._send_upstream(buf)
+                    return
+                self._send_upstream(buf[:pos])
+                buf = buf[pos:]
+        frames = reader.feed(buf)
+        if frames:
+            self._relay_client(reader.buffer, frames)
 
     def _relay_client(self, buf: bytes, frames: list[tuple[int, int, int, int]]) -> None:
         policy = self._policy
@@ -944,6 +1075,32 @@ class Session:
             self._send_upstream(packet.encode(level))
 
     # ------------------------------------------------------------------ broker -> client
+
+    def _relay_upstream_runs(self, data: bytes) -> None:
+        """3.x relay, the broker's side of :meth:`_relay_client_runs`."""
+        reader = self._upstream_reader
+        assert reader is not None
+        buf = reader.take(data)
+        if buf is None:
+            return
+        policy = self._policy
+        assert policy is not None
+        if self.store.current is not policy.snapshot and not self._refresh_policy():
+            return
+        if not self._denied_out_qos2:
+            pos, pubs, self._rprefix, self._rsize = _allowed_run(
+                buf, self._rcache, reader.max_packet_size, self._rprefix, self._rsize
+            )
+            if pos:
+                self.stats.pub_out_allowed += pubs
+                if pos == len(buf):
+                    self._send_client(buf)
+                    return
+                self._send_client(buf[:pos])
+                buf = buf[pos:]
+        frames = reader.feed(buf)
+        if frames:
+            self._relay_upstream(reader.buffer, frames)
 
     def _relay_upstream(self, buf: bytes, frames: list[tuple[int, int, int, int]]) -> None:
         policy = self._policy
