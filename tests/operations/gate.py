@@ -38,11 +38,14 @@ def gate_config(
     *,
     upstream: str,
     mutual_tls: bool = False,
+    port: int = 0,
     **overrides: Any,
 ) -> Path:
-    """The integration suite's config, with a fixed metrics port, JSON logs and overrides."""
+    """The integration suite's config, with a fixed metrics port, JSON logs and overrides;
+    the listener ``mqtts`` binds ``port`` (0: any, announced in the ``ready`` log line)."""
     path = write_config(folder, certs=certs, users=users, upstream=upstream, mutual_tls=mutual_tls)
     config = yaml.safe_load(path.read_text())
+    config["listeners"][0]["bind"] = f"127.0.0.1:{port}"
     config["metrics"] = {"bind": f"127.0.0.1:{free_port()}"}
     config["log"] = {"level": "debug", "format": "json"}
     for name, value in overrides.items():
@@ -145,7 +148,7 @@ class Gate:
     def wait_ready(self) -> None:
         """Until the listeners are bound (the ``ready`` line names their ports) and the
         operations endpoint answers."""
-        found = self.wait_for(r"ready: mqtts=(\d+)")
+        found = self.wait_for(r"ready(?: \(worker \d+\))?: mqtts=(\d+)")
         self.port = int(found.group(1))
         wait_until(lambda: self._answers("/healthz"), what="/healthz")
 
