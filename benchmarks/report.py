@@ -25,10 +25,32 @@ METRICS: dict[str, tuple[str, ...]] = {
     "fanout": ("msgs_per_s", "cpu_us_per_msg"),
     "latency": ("p50_ms", "p99_ms", "p999_ms", "achieved_rate", "cpu_us_per_msg"),
     "memory": ("kib_per_conn",),
-    "connect": ("connects_per_s", "p50_ms", "p99_ms"),
-    "connect-resume": ("connects_per_s", "p50_ms", "p99_ms"),
+    "connect": (
+        "connects_per_s",
+        "p50_ms",
+        "p99_ms",
+        "target_cpu_ms_per_connect",
+        "target_connects_per_core_s",
+        "target_core_share",
+        "gen_cores",
+    ),
+    "connect-resume": (
+        "connects_per_s",
+        "p50_ms",
+        "p99_ms",
+        "target_cpu_ms_per_connect",
+        "target_connects_per_core_s",
+        "target_core_share",
+        "gen_cores",
+    ),
 }
-RATIO_METRICS = {"msgs_per_s", "cpu_us_per_msg", "kib_per_conn", "connects_per_s"}
+RATIO_METRICS = {
+    "msgs_per_s",
+    "cpu_us_per_msg",
+    "kib_per_conn",
+    "connects_per_s",
+    "target_cpu_ms_per_connect",
+}
 DIFF_METRICS = {"p50_ms", "p99_ms", "p999_ms"}  # latency: added milliseconds over the reference
 
 
