@@ -29,6 +29,63 @@ def _setup_logging(level: str, fmt: str) -> None:
     configure_logging(level, fmt)
 
 
+def _tls_file_fault(tls: Any) -> tuple[str, str]:
+    """Which TLS file of a listener cannot be used, and why, as (field, message)."""
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        x509.load_pem_x509_certificates(Path(tls.cert_file).read_bytes())
+    except OSError as exc:
+        return "cert_file", f"cannot be read: {exc.strerror}"
+    except ValueError:
+        return "cert_file", "not a PEM certificate chain"
+    try:
+        load_pem_private_key(Path(tls.key_file).read_bytes(), password=None)
+    except OSError as exc:
+        return "key_file", f"cannot be read: {exc.strerror}"
+    except (ValueError, TypeError):
+        return "key_file", "not an unencrypted PEM private key"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        return "key_file", f"does not match cert_file: {exc}"
+    return "ca_file", "not a PEM CA certificate"
+
+
+def _tls_problems(config: Any) -> list[Any]:
+    """Listeners whose certificate, key or CA files exist but cannot be loaded (not PEM, a
+    key that does not match the certificate): ``serve`` would refuse to start on them."""
+    import ssl
+
+    from mqttgate.policy import Problem, load_yaml
+    from mqttgate.proxy.tls import server_context
+
+    problems = []
+    lines = None
+    for index, listener in enumerate(config.listeners):
+        try:
+            server_context(listener.tls)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            if lines is None:
+                _data, lines = load_yaml(config.source)
+            name, message = _tls_file_fault(listener.tls)
+            if name == "ca_file":
+                message = f"{message}: {exc}"
+            key = ("listeners", index, "tls", name)
+            problems.append(
+                Problem(
+                    str(config.source),
+                    lines.line(key) or lines.line(key[:3]),
+                    f"listeners[{index}].tls.{name}",
+                    message,
+                )
+            )
+    return problems
+
+
 def cmd_check_config(path: str) -> int:
     from mqttgate.policy import check_policy_file
     from mqttgate.proxy.config import ConfigError, load_config
@@ -39,6 +96,7 @@ def cmd_check_config(path: str) -> int:
     except ConfigError as exc:
         problems.extend(exc.problems)
     else:
+        problems.extend(_tls_problems(config))
         problems.extend(check_policy_file(config.policy.file))
     for problem in problems:
         print(problem)
