@@ -13,10 +13,20 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 __all__ = ["parse_bind", "start_http_server", "tcp_probe"]
 
@@ -102,6 +112,32 @@ def _json(status: int, data: object, *, head: bool = False) -> bytes:
     return _response(status, json.dumps(data).encode() + b"\n", _JSON, head=head)
 
 
+class _Forward(Collector):
+    """Serves another registry's metrics as part of this one."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self.source = source
+
+    def collect(self) -> Iterable[Metric]:
+        return self.source.collect()
+
+
+def _with_process_metrics(registry: CollectorRegistry) -> CollectorRegistry:
+    """``registry`` plus this process's CPU, memory, file descriptors, GC and Python version.
+
+    The proxy keeps its metrics in a registry of its own (tests run several proxies in one
+    process); operators still want the ``process_*`` series next to them. The default
+    registry has them already, and in multi-worker mode they would describe only the
+    supervisor, so those two are served as they are.
+    """
+    serving = CollectorRegistry()
+    serving.register(_Forward(registry))
+    ProcessCollector(registry=serving)
+    PlatformCollector(registry=serving)
+    GCCollector(registry=serving)
+    return serving
+
+
 class _Handler:
     """State shared by every request: where metrics come from and how readiness is judged."""
 
@@ -116,6 +152,8 @@ class _Handler:
             # always current and dead workers' counters are kept.
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        elif registry is not None and registry is not REGISTRY:
+            registry = _with_process_metrics(registry)
         self.registry = registry if registry is not None else REGISTRY
         self.readiness = readiness
         self.active = 0

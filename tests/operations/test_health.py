@@ -22,6 +22,9 @@ def test_readyz_follows_the_upstream_and_healthz_stays_up(
     assert g.get("/healthz") == (200, json.dumps({"status": "ok"}) + "\n")
     status, body = g.get("/readyz")
     assert (status, json.loads(body)) == (200, {"ready": True})
+    scrape = g.scrape()  # process metrics come along with the proxy's own
+    assert scrape.value("process_resident_memory_bytes") > 0
+    assert scrape.value("process_open_fds") > 0
 
     mosquitto.process.terminate()
     mosquitto.process.wait(5)

@@ -209,3 +209,22 @@ def test_parse_bind() -> None:
     for bad in ("9100", "host:port", "::1:9100", "h:70000"):
         with pytest.raises(ValueError):
             parse_bind(bad)
+
+
+def test_own_registry_is_served_with_process_metrics(run: RunLoop) -> None:
+    registry = CollectorRegistry()
+    Counter("mqttgate_test_things", "things", registry=registry).inc(2)
+
+    async def main() -> None:
+        server, port = await serve(registry=registry)
+        async with server:
+            status, _, body = await asyncio.to_thread(get, port, "/metrics")
+        assert status == 200
+        assert b"mqttgate_test_things_total 2.0" in body
+        for name in (b"process_resident_memory_bytes", b"process_open_fds", b"python_info"):
+            assert name in body, name
+        assert body.count(b"# TYPE mqttgate_test_things_total") <= 1  # served once
+        # the proxy's registry itself stays as it was (no process metrics mixed into it)
+        assert {m.name for m in registry.collect()} == {"mqttgate_test_things"}
+
+    run(main())
