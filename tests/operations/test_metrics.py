@@ -261,3 +261,24 @@ def test_connections_active_follows_open_connections(
     assert after.value("mqttgate_connect_duration_seconds_sum") > before.value(
         "mqttgate_connect_duration_seconds_sum"
     )
+
+
+@pytest.mark.parametrize("per_user", [False, True])
+def test_usernames_in_labels_only_with_per_user_and_never_a_failed_logins_name(
+    gate: Callable[..., Gate], mosquitto: Broker, certs: Certs, per_user: bool
+) -> None:
+    g = gate(upstream=mosquitto.address, metrics={"per_user": per_user})
+    assert connack_of(g, certs, password_connect("alice", b"alice-pw")) == 0
+    assert connack_of(g, certs, password_connect("zz-made-up-name", b"x")) == 4
+    g.settled()
+    status, text = g.get("/metrics")
+    assert status == 200
+    assert "zz-made-up-name" not in text  # a client-chosen name never becomes a label
+    assert ("ops-alice" in text, "factory" in text) == (False, False)  # no client ids, topics
+    series = g.scrape()
+    if per_user:
+        labels = {"method": "password", "result": "success", "user": "alice"}
+        assert series.value("mqttgate_auth_total", **labels) == 1
+    else:
+        assert 'user="' not in text and "alice" not in text
+        assert series.value("mqttgate_auth_total", method="password", result="success") == 1

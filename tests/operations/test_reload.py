@@ -2,21 +2,25 @@
 client that stays connected and subscribed follows the new permissions from its next packet;
 a broken file changes nothing and is counted and logged with file, line and field.
 
-Certificate rotation (a new handshake presents the new certificate) is covered where the
-TLS files change: tests/integration/test_server.py (reload) and tests/deploy/test_rotation.py
-(SIGHUP and the file watch, with a Kubernetes-style projected volume).
+That a new handshake presents a rotated certificate is covered where the TLS files change:
+tests/integration/test_server.py (reload) and tests/deploy/test_rotation.py (SIGHUP and the
+file watch, with a Kubernetes-style projected volume); here: connections made before the
+rotation stay up on the old certificate.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import socket
+import ssl
 from collections.abc import Callable
 
 import pytest
+import trustme
 
 from tests.integration.clients import Paho
-from tests.integration.conftest import PASSWORDS, Broker, Certs, UsersFile
+from tests.integration.conftest import PASSWORDS, Broker, Certs, ProxyHandle, UsersFile
 
 from .gate import Gate, Samples, wait_until
 
@@ -90,3 +94,39 @@ def test_connected_client_follows_reloaded_permissions(
     finally:
         alice.close()
         root.close()
+
+
+def served_certificate(port: int) -> bytes:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_certificate_rotation_keeps_existing_connections(
+    running_proxy: Callable[..., ProxyHandle], mosquitto: Broker, certs: Certs
+) -> None:
+    proxy = running_proxy(upstream=mosquitto.address)
+    before = served_certificate(proxy.port)
+    alice = Paho(proxy.port, certs.client_context(), username="alice", password="alice-pw")
+    try:
+        assert alice.connect() == 0
+        assert alice.subscribe("factory/line1/#") == [1]
+        leaf = trustme.CA().issue_cert("127.0.0.1", "localhost")
+        leaf.cert_chain_pems[0].write_to_path(str(certs.server_cert))
+        leaf.private_key_pem.write_to_path(str(certs.server_key))
+        assert proxy.call(proxy.server.reload_tls)  # what SIGHUP and the file watch call
+        rotated = served_certificate(proxy.port)
+        assert rotated != before
+        assert rotated == ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+        alice.publish("factory/line1/still", b"up")  # the old TLS session carries on
+        assert alice.expect().payload == b"up"
+        assert not alice.disconnected.is_set()
+    finally:
+        alice.close()
