@@ -134,17 +134,22 @@ def _all_start_with(buf: bytes, pos: int, k: int, prefix: bytes, size: int) -> b
     return all(buf[pos + j : stop : size] == prefix[j : j + 1] * k for j in range(len(prefix)))
 
 
+#: No PUBLISH learnt yet: (fixed header + topic, packet size).
+_NO_RUN: tuple[bytes | None, int] = (None, 0)
+
+
 def _allowed_run(
-    buf: bytes, cache: dict[bytes, bool], maxsize: int, prefix: bytes | None, size: int
-) -> tuple[int, int, bytes | None, int]:
+    buf: bytes, cache: dict[bytes, bool], maxsize: int, learnt: tuple[bytes | None, int]
+) -> tuple[int, int, tuple[bytes | None, int]]:
     """Length of the leading run of ``buf`` that needs no decision beyond the cache, for a
     3.x session: PUBLISHes whose fixed header and topic are byte for byte those of one judged
     allowed (``prefix``, which fixes the size too), and 2-byte acknowledgements.
 
-    Returns (run length, PUBLISHes in it, prefix, size): the prefix learnt on the way is
+    Returns (run length, PUBLISHes in it, (prefix, size)): what was learnt on the way is
     kept for the next chunk, since a stream usually repeats its topic. One C-level
     ``startswith`` per packet instead of framing tuples, topic slices and dict lookups.
     """
+    prefix, size = learnt
     n = len(buf)
     pos = 0
     pubs = 0
@@ -175,7 +180,7 @@ def _allowed_run(
             prefix, size = learnt
             continue
         pos = end
-    return pos, pubs, prefix, size
+    return pos, pubs, (prefix, size)
 
 
 class State(IntEnum):
@@ -358,8 +363,7 @@ class Session:
         "_pending_subs",
         "_policy",
         "_rcache",
-        "_rprefix",
-        "_rsize",
+        "_rrun",
         "_send_client",
         "_send_upstream",
         "_slot_taken",
@@ -369,8 +373,7 @@ class Session:
         "_upstream_reader",
         "_username",
         "_wcache",
-        "_wprefix",
-        "_wsize",
+        "_wrun",
         "authenticator",
         "peer_cn",
         "settings",
@@ -420,12 +423,11 @@ class Session:
         self._deferred_bytes = 0
         self._wcache: dict[bytes, bool] = {}
         self._rcache: dict[bytes, bool] = {}
-        # Fixed header + topic (and size) of the last allowed 3.x PUBLISH each way; see
-        # _allowed_run. Only ever taken from a packet whose topic is in the cache.
-        self._wprefix: bytes | None = None
-        self._wsize = 0
-        self._rprefix: bytes | None = None
-        self._rsize = 0
+        # (fixed header + topic, size) of the last allowed 3.x PUBLISH each way; see
+        # _allowed_run. Learnt from the decision cache, so valid for as long as the policy
+        # snapshot is (dropped with the caches by _refresh_policy).
+        self._wrun = _NO_RUN
+        self._rrun = _NO_RUN
         self._c2b_alias: _Alias | None = None
         self._b2c_alias: _Alias | None = None
         self._pending_subs: dict[int, list[int | None]] | None = None
@@ -456,7 +458,16 @@ class Session:
         self.stats.bytes_in += len(data)
         try:
             if state is State.RELAY and self._level != PROTOCOL_5:
-                self._relay_client_runs(data)
+                pubs, self._wrun = self._relay_runs(
+                    data,
+                    self._client_reader,
+                    self._wcache,
+                    self._wrun,
+                    self._denied_in_qos2,
+                    self._send_upstream,
+                    self._relay_client,
+                )
+                self.stats.pub_in_allowed += pubs
                 return self._take()
             frames = self._client_reader.feed(data)
             if not frames:
@@ -479,7 +490,16 @@ class Session:
         self.stats.bytes_out += len(data)
         try:
             if self.state is State.RELAY and self._level != PROTOCOL_5:
-                self._relay_upstream_runs(data)
+                pubs, self._rrun = self._relay_runs(
+                    data,
+                    self._upstream_reader,
+                    self._rcache,
+                    self._rrun,
+                    self._denied_out_qos2,
+                    self._send_client,
+                    self._relay_upstream,
+                )
+                self.stats.pub_out_allowed += pubs
                 return self._take()
             frames = self._upstream_reader.feed(data)
             if frames:
@@ -830,7 +850,7 @@ class Session:
         assert policy is not None
         self._wcache.clear()
         self._rcache.clear()
-        self._wprefix = self._rprefix = None
+        self._wrun = self._rrun = _NO_RUN
         if policy.refresh(self.store.current):
             return True
         if self._level == PROTOCOL_5:
@@ -848,7 +868,6 @@ class Session:
         allowed = bool(policy.may_publish(name))
         if len(self._wcache) >= DECISION_CACHE_SIZE:
             self._wcache.clear()
-            self._wprefix = None
         self._wcache[topic] = allowed
         return allowed
 
@@ -859,37 +878,50 @@ class Session:
         allowed = bool(policy.may_read(name))
         if len(self._rcache) >= DECISION_CACHE_SIZE:
             self._rcache.clear()
-            self._rprefix = None
         self._rcache[topic] = allowed
         return allowed
 
     # ------------------------------------------------------------------ client -> broker
 
-    def _relay_client_runs(self, data: bytes) -> None:
-        """3.x relay: forward the leading run of cached-allowed packets in one write, then
-        the rest through the framer and :meth:`_relay_client`."""
-        reader = self._client_reader
+    def _relay_runs(
+        self,
+        data: bytes,
+        reader: FrameReader,
+        cache: dict[bytes, bool],
+        learnt: tuple[bytes | None, int],
+        denied: set[int] | None,
+        send: Callable[[bytes], object],
+        relay: Callable[[bytes, list[tuple[int, int, int, int]]], None],
+    ) -> tuple[int, tuple[bytes | None, int]]:
+        """3.x relay, either way: forward the leading run of cached-allowed packets in one
+        write, then the rest through the framer and ``relay`` (the full rules).
+
+        Returns (PUBLISHes in the run, what the run path learnt). ``denied``: the QoS 2 ids
+        this direction completes itself; while there are any, a PUBLISH or PUBREL may end
+        such a flow, so everything takes the full path.
+        """
         buf = reader.take(data)
         if buf is None:
-            return
+            return 0, learnt
         policy = self._policy
         assert policy is not None
-        if self.store.current is not policy.snapshot and not self._refresh_policy():
-            return
-        if not self._denied_in_qos2:  # else a PUBLISH or PUBREL may end a denied flow
-            pos, pubs, self._wprefix, self._wsize = _allowed_run(
-                buf, self._wcache, reader.max_packet_size, self._wprefix, self._wsize
-            )
+        if self.store.current is not policy.snapshot:
+            if not self._refresh_policy():
+                return 0, _NO_RUN
+            learnt = _NO_RUN
+        pubs = 0
+        if not denied:
+            pos, pubs, learnt = _allowed_run(buf, cache, reader.max_packet_size, learnt)
             if pos:
-                self.stats.pub_in_allowed += pubs
                 if pos == len(buf):
-                    self._send_upstream(buf)
-                    return
-                self._send_upstream(buf[:pos])
+                    send(buf)
+                    return pubs, learnt
+                send(buf[:pos])
                 buf = buf[pos:]
         frames = reader.feed(buf)
         if frames:
-            self._relay_client(reader.buffer, frames)
+            relay(reader.buffer, frames)
+        return pubs, learnt
 
     def _relay_client(self, buf: bytes, frames: list[tuple[int, int, int, int]]) -> None:
         policy = self._policy
@@ -1075,32 +1107,6 @@ class Session:
             self._send_upstream(packet.encode(level))
 
     # ------------------------------------------------------------------ broker -> client
-
-    def _relay_upstream_runs(self, data: bytes) -> None:
-        """3.x relay, the broker's side of :meth:`_relay_client_runs`."""
-        reader = self._upstream_reader
-        assert reader is not None
-        buf = reader.take(data)
-        if buf is None:
-            return
-        policy = self._policy
-        assert policy is not None
-        if self.store.current is not policy.snapshot and not self._refresh_policy():
-            return
-        if not self._denied_out_qos2:
-            pos, pubs, self._rprefix, self._rsize = _allowed_run(
-                buf, self._rcache, reader.max_packet_size, self._rprefix, self._rsize
-            )
-            if pos:
-                self.stats.pub_out_allowed += pubs
-                if pos == len(buf):
-                    self._send_client(buf)
-                    return
-                self._send_client(buf[:pos])
-                buf = buf[pos:]
-        frames = reader.feed(buf)
-        if frames:
-            self._relay_upstream(reader.buffer, frames)
 
     def _relay_upstream(self, buf: bytes, frames: list[tuple[int, int, int, int]]) -> None:
         policy = self._policy
