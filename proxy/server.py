@@ -88,6 +88,9 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, client: ClientConnection) -> None:
         self.client = client
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.client.upstream_made(transport)  # type: ignore[arg-type]
+
     def data_received(self, data: bytes) -> None:
         client = self.client
         session = client.session
@@ -325,9 +328,7 @@ class ClientConnection(asyncio.Protocol):
         host, port = server.upstream_address
         timeout = server.config.upstream.connect_timeout
         try:
-            transport, _protocol = await open_upstream(
-                server.loop, host, port, timeout, lambda: UpstreamConnection(self)
-            )
+            await open_upstream(server.loop, host, port, timeout, lambda: UpstreamConnection(self))
         except (OSError, TimeoutError) as exc:
             server.upstream_ok = False
             server.metrics.upstream_connect_failures_total.inc()
@@ -335,14 +336,20 @@ class ClientConnection(asyncio.Protocol):
             if not self.closed and self.session is not None:
                 self.handle(self.session.upstream_failed())
             return
-        server.upstream_ok = True
-        if self.closed or self.session is None:
+        # Success was handled by upstream_made, from the protocol's connection_made.
+
+    def upstream_made(self, transport: asyncio.Transport) -> None:
+        """The broker accepted the TCP connection: TCP_NODELAY, then the CONNECT at once."""
+        set_nodelay(transport.get_extra_info("socket"))
+        self.server.upstream_ok = True
+        session = self.session
+        if self.closed or session is None:
             transport.close()
             return
-        self.upstream = transport  # type: ignore[assignment]
+        self.upstream = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
-        self.session._send_upstream = transport.write
-        self.handle(self.session.upstream_connected())
+        session._send_upstream = transport.write
+        self.handle(session.upstream_connected())
 
     def _ready(self) -> None:
         timer = self._connect_timer

@@ -23,10 +23,14 @@ async def open_upstream(
     timeout: float,
     protocol_factory: Callable[[], asyncio.Protocol],
 ) -> tuple[asyncio.Transport, asyncio.Protocol]:
-    """Connect to the broker within ``timeout`` seconds; raises OSError/TimeoutError."""
+    """Connect to the broker within ``timeout`` seconds; raises OSError/TimeoutError.
+
+    The protocol's ``connection_made`` runs before this returns (one loop iteration
+    earlier than the caller resumes): that is where the proxy sets TCP_NODELAY and writes
+    the CONNECT, so the broker sees it without waiting for the task to be scheduled again.
+    """
     async with asyncio.timeout(timeout):
         transport, protocol = await loop.create_connection(protocol_factory, host, port)
-    set_nodelay(transport.get_extra_info("socket"))
     return transport, protocol  # type: ignore[return-value]
 
 
