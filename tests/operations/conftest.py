@@ -34,12 +34,25 @@ def gate(tmp_path: Path, certs: Certs, users_file: UsersFile) -> Iterator[Callab
     started: list[Gate] = []
 
     def start(*, upstream: str, wait_ready: bool = True, **overrides: Any) -> Gate:
-        path = gate_config(tmp_path, certs, users_file, upstream=upstream, **overrides)
-        g = Gate(path, tmp_path / f"mqttgate-{len(started)}.log")
-        started.append(g)
-        if wait_ready:
-            g.wait_ready()
-        return g
+        for attempt in range(3):
+            path = gate_config(tmp_path, certs, users_file, upstream=upstream, **overrides)
+            g = Gate(path, tmp_path / f"mqttgate-{len(started)}.log")
+            try:
+                if wait_ready:
+                    g.wait_ready()
+                else:
+                    g.wait_until_serving()
+            except AssertionError:
+                # a free port picked for the metrics endpoint (or the listener) was taken
+                # by another process in between: try again with new ports
+                g.stop()
+                if attempt == 2 or "already in use" not in g.output():
+                    started.append(g)
+                    raise
+                continue
+            started.append(g)
+            return g
+        raise AssertionError("unreachable")
 
     yield start
     for g in started:

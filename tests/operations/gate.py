@@ -152,6 +152,16 @@ class Gate:
         self.port = int(found.group(1))
         wait_until(lambda: self._answers("/healthz"), what="/healthz")
 
+    def wait_until_serving(self) -> None:
+        """Until the operations endpoint answers (the listeners may still be starting)."""
+
+        def answers() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited with {self.proc.returncode}:\n{self.output()}")
+            return self._answers("/healthz")
+
+        wait_until(answers, what="/healthz")
+
     # -- the operations endpoint
 
     def get(self, path: str) -> tuple[int, str]:
