@@ -9,6 +9,7 @@ double count anywhere fails the test, not only in the series the test is about.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from mqttgate.codec import (
@@ -177,7 +178,7 @@ def test_publish_subscribe_and_bytes_count_exactly(
     before = g.settled()
     client = RawClient(g.port, certs.client_context(), level=4)
     sent: list[bytes] = []
-    received: list[object] = []
+    received: list[Any] = []
 
     def send(packet: object) -> None:
         data = packet.encode(4)  # type: ignore[attr-defined]
@@ -221,7 +222,7 @@ def test_publish_subscribe_and_bytes_count_exactly(
     # client got minus the proxy's own PUBACK and minus the denied filter's SUBACK code
     from_proxy = len(Puback(5).encode(4)) + 1
     bytes_in = sum(len(b) for b in sent)
-    bytes_out = sum(len(p.encode(4)) for p in received) - from_proxy  # type: ignore[attr-defined]
+    bytes_out = sum(len(p.encode(4)) for p in received) - from_proxy
     moved = {
         d: after.value("mqttgate_bytes_total", direction=d)
         - before.value("mqttgate_bytes_total", direction=d)
