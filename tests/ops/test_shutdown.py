@@ -194,3 +194,47 @@ def test_failing_begin_shutdown_falls_back_to_abort(run: RunLoop) -> None:
         assert result.aborted == 0 and len(coordinator) == 0
 
     run(main())
+
+
+def test_owner_kept_set_is_drained_and_stragglers_removed(run: RunLoop) -> None:
+    """The server keeps its live connections itself and sets ``drained`` when they are gone."""
+    live: set[Any] = set()
+    coordinator = ShutdownCoordinator(live)
+
+    class Owned:
+        def __init__(self, closes: bool) -> None:
+            self.closes = closes
+            self.calls: list[str] = []
+
+        def begin_shutdown(self) -> None:
+            self.calls.append("begin")
+            if self.closes:  # closes later, the way a flushed transport does
+                asyncio.get_running_loop().call_later(0.05, self.closed)
+
+        def closed(self) -> None:
+            live.discard(self)
+            if not live:
+                coordinator.drained.set()
+
+        def abort(self) -> None:
+            self.calls.append("abort")
+            live.discard(self)
+
+    async def main() -> None:
+        polite, stuck = Owned(True), Owned(False)
+        live.update((polite, stuck))  # added behind the coordinator's back
+        started = time.monotonic()
+        result = await coordinator.shutdown([], grace=0.3)
+        assert 0.25 <= time.monotonic() - started < 2.0
+        assert (result.graceful, result.aborted) == (1, 1)
+        assert (polite.calls, stuck.calls) == (["begin"], ["begin", "abort"])
+        assert not live and coordinator.drained.is_set()
+        # all gone in time: no waiting for the grace period
+        quick = Owned(True)
+        live.add(quick)
+        started = time.monotonic()
+        result = await coordinator.shutdown([], grace=5.0)
+        assert time.monotonic() - started < 1.0
+        assert (result.graceful, result.aborted) == (1, 0)
+
+    run(main())
