@@ -74,12 +74,24 @@ class EnforcementConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthBackoffConfig:
+    """Per-remote-address slow-down after repeated authentication failures."""
+
+    #: Failures (inside ``window`` seconds) before any delay; 0 turns the backoff off.
+    threshold: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    window: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_packet_size: int = 1_048_576
     connect_timeout: float = 10.0
     max_connections: int = 10_000
     #: 0 means no per-user limit.
     max_connections_per_user: int = 0
+    auth_backoff: AuthBackoffConfig = field(default_factory=AuthBackoffConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +395,21 @@ def parse_config(data: Any, lines: LineMap, path: Path, problems: list[Problem])
     lim = r.mapping(
         top.get("limits"),
         lp2,
-        ("max_packet_size", "connect_timeout", "max_connections", "max_connections_per_user"),
+        (
+            "max_packet_size",
+            "connect_timeout",
+            "max_connections",
+            "max_connections_per_user",
+            "auth_backoff",
+        ),
+    )
+    bp = ("limits", "auth_backoff")
+    bo = r.mapping(lim.get("auth_backoff"), bp, ("threshold", "base_delay", "max_delay", "window"))
+    auth_backoff = AuthBackoffConfig(
+        threshold=int(r.number(bo, bp, "threshold", 5, minimum=0, integer=True)),
+        base_delay=r.number(bo, bp, "base_delay", 0.5, minimum=0, maximum=60),
+        max_delay=r.number(bo, bp, "max_delay", 30.0, minimum=0, maximum=3600),
+        window=r.number(bo, bp, "window", 300.0, minimum=1, maximum=86_400),
     )
     limits = LimitsConfig(
         max_packet_size=int(
@@ -402,6 +428,7 @@ def parse_config(data: Any, lines: LineMap, path: Path, problems: list[Problem])
         max_connections_per_user=int(
             r.number(lim, lp2, "max_connections_per_user", 0, minimum=0, integer=True)
         ),
+        auth_backoff=auth_backoff,
     )
 
     mp = ("metrics",)

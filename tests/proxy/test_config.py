@@ -154,3 +154,21 @@ def test_split_host_port() -> None:
     for bad in ("1883", "host:", "host:99999", ":1883"):
         with pytest.raises(ValueError):
             split_host_port(bad)
+
+
+def test_auth_backoff_defaults_and_overrides(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, MINIMAL))
+    b = cfg.limits.auth_backoff
+    assert (b.threshold, b.base_delay, b.max_delay, b.window) == (5, 0.5, 30.0, 300.0)
+    text = MINIMAL + "limits:\n  auth_backoff: {threshold: 2, base_delay: 0.05, max_delay: 1}\n"
+    b = load_config(write(tmp_path, text)).limits.auth_backoff
+    assert (b.threshold, b.base_delay, b.max_delay, b.window) == (2, 0.05, 1, 300.0)
+
+
+def test_auth_backoff_problems_name_the_field(tmp_path: Path) -> None:
+    text = MINIMAL + "limits:\n  auth_backoff:\n    threshold: -1\n    speed: 3\n"
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    found = {(p.line, p.field) for p in err.value.problems}
+    assert (13, "limits.auth_backoff.threshold") in found
+    assert (14, "limits.auth_backoff.speed") in found
