@@ -77,8 +77,9 @@ class EnforcementConfig:
 class AuthBackoffConfig:
     """Per-remote-address slow-down after repeated authentication failures."""
 
-    #: Failures (inside ``window`` seconds) before any delay; 0 turns the backoff off.
+    #: Failures (inside ``window`` seconds) that are never delayed.
     threshold: int = 5
+    #: First delay in seconds, doubled per further failure; 0 turns the backoff off.
     base_delay: float = 0.5
     max_delay: float = 30.0
     window: float = 300.0
@@ -406,7 +407,7 @@ def parse_config(data: Any, lines: LineMap, path: Path, problems: list[Problem])
     bp = ("limits", "auth_backoff")
     bo = r.mapping(lim.get("auth_backoff"), bp, ("threshold", "base_delay", "max_delay", "window"))
     auth_backoff = AuthBackoffConfig(
-        threshold=int(r.number(bo, bp, "threshold", 5, minimum=0, integer=True)),
+        threshold=int(r.number(bo, bp, "threshold", 5, minimum=1, integer=True)),
         base_delay=r.number(bo, bp, "base_delay", 0.5, minimum=0, maximum=60),
         max_delay=r.number(bo, bp, "max_delay", 30.0, minimum=0, maximum=3600),
         window=r.number(bo, bp, "window", 300.0, minimum=1, maximum=86_400),

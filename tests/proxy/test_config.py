@@ -166,7 +166,7 @@ def test_auth_backoff_defaults_and_overrides(tmp_path: Path) -> None:
 
 
 def test_auth_backoff_problems_name_the_field(tmp_path: Path) -> None:
-    text = MINIMAL + "limits:\n  auth_backoff:\n    threshold: -1\n    speed: 3\n"
+    text = MINIMAL + "limits:\n  auth_backoff:\n    threshold: 0\n    speed: 3\n"
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text))
     found = {(p.line, p.field) for p in err.value.problems}
