@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .clients import Paho
-from .conftest import Broker, Certs, UsersFile, free_port, write_config
+from .conftest import Certs, UsersFile, free_port, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -241,42 +241,6 @@ def test_serve_exposes_metrics_and_watches_the_users_file(
     assert 'mqttgate_connections_total{listener="mqtts"}' in text
     assert 'mqttgate_auth_total{method="password",result="success"} 1.0' in text
     assert 'mqttgate_policy_reloads_total{result="success"}' in text
-    assert proc.stop() == 0
-
-
-def test_serve_with_workers_shares_the_port_and_sums_metrics(
-    tmp_path: Path, certs: Certs, users_file: UsersFile, served: list[Served], mosquitto: Broker
-) -> None:
-    import urllib.request
-
-    import yaml
-
-    port, metrics_port = free_port(), free_port()
-    path = write_config(tmp_path, certs=certs, users=users_file, upstream=mosquitto.address)
-    config = yaml.safe_load(path.read_text())
-    config["listeners"][0]["bind"] = f"127.0.0.1:{port}"
-    config["metrics"] = {"bind": f"127.0.0.1:{metrics_port}"}
-    config["workers"] = 2
-    path.write_text(yaml.safe_dump(config))
-    proc = Served(["serve", "--config", str(path)])
-    served.append(proc)
-    proc.wait_for(r"ready \(worker 0\)")
-    proc.wait_for(r"ready \(worker 1\)")
-    clients = [
-        Paho(port, certs.client_context(), username="alice", password="alice-pw") for _ in range(4)
-    ]
-    try:
-        for c in clients:
-            assert c.connect() == 0
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{metrics_port}/metrics", timeout=5
-        ) as response:
-            text = response.read().decode()
-        assert 'mqttgate_connections_total{listener="mqtts"} 4.0' in text, text
-        assert "mqttgate_connections_active 4.0" in text, text
-    finally:
-        for c in clients:
-            c.close()
     assert proc.stop() == 0
 
 
