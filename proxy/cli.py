@@ -290,7 +290,10 @@ def _serve_workers(path: Path, cfg: Any, workers: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mqttgate", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mqttgate",
+        description="TLS-terminating MQTT proxy with authentication and per-topic permissions.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_serve = sub.add_parser("serve", help="run the proxy (no config: quickstart)")
     p_serve.add_argument("--config", default=os.environ.get("MQTTGATE_CONFIG") or None)
@@ -312,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         from mqttgate.policy.passwd import main as passwd_main
 
         return passwd_main([args.username] if args.username else [])
-    print(_version())
+    print(f"mqttgate {_version()}")
     return 0
 
 

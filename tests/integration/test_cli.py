@@ -39,7 +39,7 @@ def run_cli(
 def test_version() -> None:
     result = run_cli("version")
     assert result.returncode == 0
-    assert re.fullmatch(r"\d+\.\d+\.\d+.*\n", result.stdout)
+    assert re.fullmatch(r"mqttgate \d+\.\d+\.\d+.*\n", result.stdout)
 
 
 def test_passwd_prints_a_hash() -> None:
