@@ -8,6 +8,7 @@ import io
 import threading
 from pathlib import Path
 
+import argon2
 import bcrypt
 import pytest
 from mqttgate.policy import (
@@ -88,6 +89,16 @@ def test_unusable_hashes(stored: str) -> None:
 
 def test_hash_password_is_argon2id() -> None:
     assert ARGON.startswith("$argon2id$")
+
+
+def test_new_hashes_use_the_owasp_argon2id_profile() -> None:
+    params = argon2.extract_parameters(hash_password("x"))
+    assert (params.type, params.memory_cost, params.time_cost, params.parallelism) == (
+        argon2.Type.ID,
+        19_456,
+        2,
+        1,
+    )
 
 
 # --- the Authenticator -----------------------------------------------------------------
