@@ -918,6 +918,9 @@ class Session:
             learnt = _NO_RUN
         pubs = 0
         if not denied:
+            if len(buf) == 4 and _ACK_FIRST_BYTES[buf[0]] and buf[1] == 2:
+                send(buf)  # one acknowledgement per read: the common QoS 1/2 case
+                return 0, learnt
             pos, pubs, learnt = _allowed_run(buf, cache, reader.max_packet_size, learnt)
             if pos:
                 if pos == len(buf):
