@@ -448,7 +448,10 @@ class Server:
         self.authenticator = Authenticator()
         per_user = config.limits.max_connections_per_user
         self.limiter = PerUserLimiter(per_user if per_user > 0 else None)
-        self.backoff = AuthBackoff()
+        b = config.limits.auth_backoff
+        self.backoff = AuthBackoff(
+            threshold=b.threshold, base_delay=b.base_delay, max_delay=b.max_delay, window=b.window
+        )
         # argon2 is CPU- and memory-hard (64 MiB per hash): a few threads are enough.
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="mqttgate-auth"
@@ -590,7 +593,7 @@ class Server:
     def reload_policy(self) -> bool:
         """Reload the users file; on success existing connections rebind right away."""
         ok = self.store.reload()
-        self.metrics.policy_reloads_total.labels("success" if ok else "failure").inc()
+        self.metrics.policy_reloads_total.labels("success" if ok else "error").inc()
         if ok:
             for conn in list(self.connections):
                 if conn.session is not None and not conn.closed:

@@ -121,7 +121,7 @@ def test_broken_users_file_keeps_the_old_policy(
 ) -> None:
     users_file.path.write_text("users: [not, a, mapping\n")
     assert not proxy.reload_policy()
-    assert proxy.metric("mqttgate_policy_reloads_total", {"result": "failure"}) == 1
+    assert proxy.metric("mqttgate_policy_reloads_total", {"result": "error"}) == 1
     alice = client("alice")
     assert alice.connect() == 0
     assert alice.subscribe("factory/line1/#") == [1]

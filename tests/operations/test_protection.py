@@ -112,3 +112,17 @@ def test_max_connections_per_user_refuses_the_extra_one(
     assert (
         proxy.metric("mqttgate_auth_total", {"method": "password", "result": "not_authorized"}) == 1
     )
+
+
+def test_backoff_follows_limits_auth_backoff(
+    running_proxy: Callable[..., ProxyHandle], mosquitto: Broker, certs: Certs
+) -> None:
+    proxy = running_proxy(
+        upstream=mosquitto.address,
+        limits={"auth_backoff": {"threshold": 2, "base_delay": 0.2, "max_delay": 0.3}},
+    )
+    backoff = proxy.server.backoff
+    assert (backoff.threshold, backoff.base_delay, backoff.max_delay) == (2, 0.2, 0.3)
+    for _ in range(4):
+        assert answer(proxy, certs, ATTACKER, b"guess")[0] == 4
+    assert proxy.call(backoff.delay_for, ATTACKER) == 0.3  # doubled, then capped

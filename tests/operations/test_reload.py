@@ -27,7 +27,7 @@ from .gate import Gate, Samples, wait_until
 pytestmark = pytest.mark.integration
 
 #: The ``result`` label of a reload that kept the old policy (issue 5 calls it "error").
-RELOAD_FAILED = "failure"
+RELOAD_FAILED = "error"
 
 
 def wait_moved(g: Gate, before: Samples, name: str, delta: float, **labels: str) -> Samples:
