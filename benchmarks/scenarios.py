@@ -318,6 +318,20 @@ def run_storm(r: Running, p: Params, tag: str, resume: bool) -> dict[str, Any]:
         cpu1 = cpu_seconds(r.pid)
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     gen_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
+    summary = storm_summary(res, cpu1 - cpu0, "target")
+    ok, elapsed = summary["connects"], summary.pop("elapsed")
+    return {
+        "resume": resume,
+        **summary,
+        "reused": sum(x["reused"] for x in res),
+        "target_connects_per_core_s": ok / (cpu1 - cpu0) if cpu1 > cpu0 else None,
+        "gen_cores": round(gen_cpu / elapsed, 3),
+    }
+
+
+def storm_summary(res: list[dict[str, Any]], cpu: float, who: str) -> dict[str, Any]:
+    """Connect-storm figures from the storm workers' results and ``cpu`` seconds that
+    ``who`` (the process under test) spent meanwhile; ``elapsed`` is for the caller."""
     times = array("d")
     for x in res:
         times.frombytes(x["times"])
@@ -325,15 +339,12 @@ def run_storm(r: Running, p: Params, tag: str, resume: bool) -> dict[str, Any]:
     elapsed = max(max(x["t_end"] for x in res) - min(x["t_start"] for x in res), 1e-9)
     ms = sorted(t * 1000 for t in times)
     return {
-        "resume": resume,
         "connects": ok,
         "failed": sum(x["failed"] for x in res),
-        "reused": sum(x["reused"] for x in res),
         "connects_per_s": ok / elapsed,
         "p50_ms": percentile(ms, 50),
         "p99_ms": percentile(ms, 99),
-        "target_cpu_ms_per_connect": (cpu1 - cpu0) * 1000 / ok if ok else None,
-        "target_core_share": round((cpu1 - cpu0) / elapsed, 3),
-        "target_connects_per_core_s": ok / (cpu1 - cpu0) if cpu1 > cpu0 else None,
-        "gen_cores": round(gen_cpu / elapsed, 3),
+        f"{who}_cpu_ms_per_connect": cpu * 1000 / ok if ok else None,
+        f"{who}_core_share": round(cpu / elapsed, 3),
+        "elapsed": elapsed,
     }

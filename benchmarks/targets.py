@@ -291,17 +291,10 @@ def write_mqttgate_config(env: Env, port: int) -> Path:
     return path
 
 
-def start_mqttgate(env: Env) -> Running:
-    try:
-        import mqttgate.proxy.cli  # noqa: F401
-    except ImportError as exc:
-        raise Unavailable(f"mqttgate.proxy.cli does not import: {exc}") from exc
-    _ensure_broker(env)
-    port = free_port()
-    config = write_mqttgate_config(env, port)
-    # the same as `python -m mqttgate.proxy.cli serve --config FILE`, also before cli.py
-    # grows an `if __name__ == "__main__"` block
-    argv = [
+def mqttgate_argv(config: Path) -> list[str]:
+    """The same as `mqttgate serve --config FILE`, with this interpreter, also where the
+    console script is not on PATH."""
+    return [
         sys.executable,
         "-c",
         "import sys; from mqttgate.proxy.cli import main; sys.argv[0] = 'mqttgate'; "
@@ -310,6 +303,17 @@ def start_mqttgate(env: Env) -> Running:
         "--config",
         str(config),
     ]
+
+
+def start_mqttgate(env: Env) -> Running:
+    try:
+        import mqttgate.proxy.cli  # noqa: F401
+    except ImportError as exc:
+        raise Unavailable(f"mqttgate.proxy.cli does not import: {exc}") from exc
+    _ensure_broker(env)
+    port = free_port()
+    config = write_mqttgate_config(env, port)
+    argv = mqttgate_argv(config)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("MQTTGATE_")}
     server = env.start("mqttgate", argv, child_env)
     ep = _endpoint(env, port, tls=True)

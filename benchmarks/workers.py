@@ -49,12 +49,13 @@ from .certs import make_certs
 from .loadgen import Endpoint, PubSpec, SubSpec, open_client
 from .procs import CLK_TCK, Server, cpu_seconds, free_port, raise_nofile, tree, wait_port
 from .report import machine_facts, stamp
-from .scenarios import _Workers, percentile
+from .scenarios import _Workers, storm_summary
 from .targets import (
     PASSWORD,
     USERNAME,
     Env,
     Unavailable,
+    mqttgate_argv,
     start_mosquitto,
     users_document,
     write_mqttgate_config,
@@ -178,15 +179,7 @@ def _own_cpu(pid: int) -> float:
 
 def start_gate(env: Env, base: dict[str, Any], workers: int) -> Gate:
     path, port = write_config(base, env.folder, workers)
-    argv = [
-        sys.executable,
-        "-c",
-        "import sys; from mqttgate.proxy.cli import main; sys.argv[0] = 'mqttgate'; "
-        "sys.exit(main())",
-        "serve",
-        "--config",
-        str(path),
-    ]
+    argv = mqttgate_argv(path)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("MQTTGATE_")}
     server = env.start(f"mqttgate-w{workers}", argv, child_env)
     try:
@@ -298,21 +291,9 @@ def measure_storm(gate: Gate, users: list[str], tag: str, limit: float) -> dict[
         w.send({"storm"}, "go")
         res = w.gather({"storm"}, "result", limit + 15)
         cpu1 = cpu_seconds(gate.pid)
-    times = array("d")
-    for x in res:
-        times.frombytes(x["times"])
-    ok = len(times)
-    elapsed = max(max(x["t_end"] for x in res) - min(x["t_start"] for x in res), 1e-9)
-    ms = sorted(t * 1000 for t in times)
-    return {
-        "connects": ok,
-        "failed": sum(x["failed"] for x in res),
-        "connects_per_s": ok / elapsed,
-        "p50_ms": percentile(ms, 50),
-        "p99_ms": percentile(ms, 99),
-        "gate_cpu_ms_per_connect": (cpu1 - cpu0) * 1000 / ok if ok else None,
-        "gate_core_share": round((cpu1 - cpu0) / elapsed, 3),
-    }
+    summary = storm_summary(res, cpu1 - cpu0, "gate")
+    del summary["elapsed"]
+    return summary
 
 
 def measure_qos0(gate: Gate, p: Params, tag: str, broker: int) -> dict[str, Any]:
