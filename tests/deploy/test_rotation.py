@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import threading
 import time
@@ -26,6 +25,8 @@ import pytest
 import trustme
 import yaml
 from argon2 import PasswordHasher
+
+from tests.support.tls import served_certificate
 
 from .manifests import one, projected_files, render
 from .pod import (
@@ -146,19 +147,6 @@ def _connack(port: int, username: str, password: str) -> object:
         client.loop_stop()
 
 
-def _served_certificate(port: int) -> bytes:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der
-    return der
-
-
 def _wait_until(condition: object, timeout: float = RELOAD_WAIT) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -197,12 +185,12 @@ def _der(pem: bytes) -> bytes:
 
 def test_certificate_renewal_is_served_after_sighup(running: RunningPod) -> None:
     """design.md: SIGHUP reloads the TLS files; new handshakes get the new certificate."""
-    assert _served_certificate(running.mqtts_port) == _der(running.files["tls/tls.crt"])
+    assert served_certificate(running.mqtts_port) == _der(running.files["tls/tls.crt"])
     running.files.update(_new_certificate())
     running.volume.write(running.files)
     os.kill(running.process.pid, signal.SIGHUP)  # type: ignore[attr-defined]
     expected = _der(running.files["tls/tls.crt"])
-    assert _wait_until(lambda: _served_certificate(running.mqtts_port) == expected)
+    assert _wait_until(lambda: served_certificate(running.mqtts_port) == expected)
 
 
 @pytest.mark.slow
@@ -211,4 +199,4 @@ def test_certificate_renewal_is_served_without_a_signal(running: RunningPod) -> 
     running.files.update(_new_certificate())
     running.volume.write(running.files)
     expected = _der(running.files["tls/tls.crt"])
-    assert _wait_until(lambda: _served_certificate(running.mqtts_port) == expected)
+    assert _wait_until(lambda: served_certificate(running.mqtts_port) == expected)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import re
-import socket
 import ssl
 from collections.abc import Callable
 
@@ -21,6 +20,7 @@ import trustme
 
 from tests.integration.clients import Paho
 from tests.integration.conftest import PASSWORDS, Broker, Certs, ProxyHandle, UsersFile
+from tests.support.tls import served_certificate
 
 from .gate import Gate, Samples, wait_until
 
@@ -94,19 +94,6 @@ def test_connected_client_follows_reloaded_permissions(
     finally:
         alice.close()
         root.close()
-
-
-def served_certificate(port: int) -> bytes:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return der
 
 
 def test_certificate_rotation_keeps_existing_connections(
