@@ -17,6 +17,17 @@ from .targets import REPO, haproxy_binary, mosquitto_binary
 REFERENCES = ("bare-relay", "haproxy")
 
 # scenario -> metrics summarised as medians; the first ones also get ratios to references
+#: The connect storm's figures, with and without TLS session resumption.
+_STORM_FIGURES = (
+    "connects_per_s",
+    "p50_ms",
+    "p99_ms",
+    "target_cpu_ms_per_connect",
+    "target_connects_per_core_s",
+    "target_core_share",
+    "gen_cores",
+)
+
 METRICS: dict[str, tuple[str, ...]] = {
     "qos0": ("msgs_per_s", "cpu_us_per_msg"),
     "qos1": ("msgs_per_s", "cpu_us_per_msg"),
@@ -25,24 +36,8 @@ METRICS: dict[str, tuple[str, ...]] = {
     "fanout": ("msgs_per_s", "cpu_us_per_msg"),
     "latency": ("p50_ms", "p99_ms", "p999_ms", "achieved_rate", "cpu_us_per_msg"),
     "memory": ("kib_per_conn",),
-    "connect": (
-        "connects_per_s",
-        "p50_ms",
-        "p99_ms",
-        "target_cpu_ms_per_connect",
-        "target_connects_per_core_s",
-        "target_core_share",
-        "gen_cores",
-    ),
-    "connect-resume": (
-        "connects_per_s",
-        "p50_ms",
-        "p99_ms",
-        "target_cpu_ms_per_connect",
-        "target_connects_per_core_s",
-        "target_core_share",
-        "gen_cores",
-    ),
+    "connect": _STORM_FIGURES,
+    "connect-resume": _STORM_FIGURES,
 }
 RATIO_METRICS = {
     "msgs_per_s",
